@@ -1,0 +1,91 @@
+"""Name -> implementation registries for spaces, strategies, predictors and targets.
+
+The registry names are the Hydra config group option names: ``+space=ofa`` composes ``conf/space/ofa.yaml``
+whose ``name: ofa`` is looked up in :data:`SPACES`. Implementations register with a decorator in the module
+that defines them; :func:`load_builtins` imports those modules (registration happens on first lookup, not
+as a side effect of importing :mod:`nas`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from nas.errors import ConfigError
+
+T = TypeVar("T")
+
+# Modules whose import registers the built-in implementations, per registry kind.
+_BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
+    "space": ("search_spaces.ofa",),
+    "strategy": ("nas.strategies.evolution", "nas.strategies.random_search"),
+    "predictor": ("predictors.ridge", "predictors.mlp"),
+    "target": ("nas.hardware.targets",),
+}
+
+
+class Registry(Generic[T]):
+    """A named collection of factories of one kind (``space``, ``strategy`` ...)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            existing = self._entries.get(name)
+            if existing is not None and existing is not obj:
+                raise ValueError(f"{self.kind} {name!r} is already registered by {existing!r}")
+            self._entries[name] = obj
+            return obj
+
+        return decorator
+
+    def get(self, name: str) -> T:
+        load_builtins(self.kind)
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}; valid choices: {', '.join(self.names()) or '(none registered)'}"
+            ) from None
+
+    def names(self) -> list[str]:
+        load_builtins(self.kind)
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names()
+
+
+SPACES: Registry = Registry("space")
+STRATEGIES: Registry = Registry("strategy")
+PREDICTORS: Registry = Registry("predictor")
+TARGETS: Registry = Registry("target")
+
+register_space = SPACES.register
+register_strategy = STRATEGIES.register
+register_predictor = PREDICTORS.register
+register_target = TARGETS.register
+
+
+def list_spaces() -> list[str]:
+    return SPACES.names()
+
+
+def list_strategies() -> list[str]:
+    return STRATEGIES.names()
+
+
+def list_predictors() -> list[str]:
+    return PREDICTORS.names()
+
+
+def list_targets() -> list[str]:
+    return TARGETS.names()
+
+
+def load_builtins(kind: str) -> None:
+    for module in _BUILTIN_MODULES.get(kind, ()):
+        importlib.import_module(module)
