@@ -1,0 +1,163 @@
+"""Objectives, constraints, trials and Pareto fronts.
+
+Metrics are plain dicts such as ``{"accuracy": 0.97, "latency_ms": 1.8}``. An :class:`Objective` names one
+metric and whether it is maximised or minimised; internally every comparison turns objectives into a
+*loss vector* (smaller is better) so the Pareto code has one direction only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from nas.arch import Arch, arch_id
+from nas.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    direction: Literal["max", "min"]
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("max", "min"):
+            raise ConfigError(f"objective direction must be 'max' or 'min', got {self.direction!r}")
+
+    def loss(self, value: float) -> float:
+        return -float(value) if self.direction == "max" else float(value)
+
+
+ACCURACY = Objective("accuracy", "max")
+LATENCY = Objective("latency_ms", "min")
+
+#: ``objective=`` config values and the objectives they optimise.
+OBJECTIVE_MODES: dict[str, tuple[Objective, ...]] = {
+    "pareto": (ACCURACY, LATENCY),
+    "accuracy": (ACCURACY,),
+}
+
+
+def objectives_for(mode: str) -> tuple[Objective, ...]:
+    try:
+        return OBJECTIVE_MODES[mode]
+    except KeyError:
+        raise ConfigError(f"unknown objective {mode!r}; choose one of {sorted(OBJECTIVE_MODES)}") from None
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Upper bounds on metrics. Only a latency budget for now."""
+
+    latency_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.latency_ms is not None and not self.latency_ms > 0:
+            raise ConfigError(f"constraint.latency_ms must be a positive number of milliseconds, got {self.latency_ms}")
+
+    def violation(self, metrics: Mapping[str, float]) -> float:
+        """0 when feasible, otherwise the relative amount by which the budget is exceeded."""
+        if self.latency_ms is None or "latency_ms" not in metrics:
+            return 0.0
+        return max(0.0, (float(metrics["latency_ms"]) - self.latency_ms) / self.latency_ms)
+
+    def to_dict(self) -> dict:
+        return {"latency_ms": self.latency_ms}
+
+
+@dataclass
+class Trial:
+    """One evaluated architecture."""
+
+    arch: Arch
+    metrics: dict[str, float | str]
+    arch_id: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.arch_id:
+            self.arch_id = arch_id(self.arch)
+
+    def to_dict(self) -> dict:
+        return {"arch": dict(self.arch), "arch_id": self.arch_id, **self.metrics}
+
+
+def loss_matrix(metrics: Sequence[Mapping[str, float]], objectives: Sequence[Objective]) -> np.ndarray:
+    """``(n, m)`` array of objective losses (smaller is better)."""
+    return np.array([[obj.loss(m[obj.name]) for obj in objectives] for m in metrics], dtype=np.float64).reshape(
+        len(metrics), len(objectives)
+    )
+
+
+def non_dominated_sort(losses: np.ndarray, violations: np.ndarray | None = None) -> list[np.ndarray]:
+    """Fronts of indices (best first) under constrained domination.
+
+    A feasible point dominates every infeasible one; two infeasible points compare by violation; two
+    feasible points compare by Pareto dominance of their losses (Deb's constrained NSGA-II rule).
+    """
+    n = len(losses)
+    if n == 0:
+        return []
+    viol = np.zeros(n) if violations is None else np.asarray(violations, dtype=np.float64)
+    le = np.all(losses[:, None, :] <= losses[None, :, :], axis=2)
+    lt = np.any(losses[:, None, :] < losses[None, :, :], axis=2)
+    pareto = le & lt
+    feasible = viol <= 0
+    both_feasible = feasible[:, None] & feasible[None, :]
+    dominates = np.where(both_feasible, pareto, False)
+    dominates |= feasible[:, None] & ~feasible[None, :]
+    both_infeasible = ~feasible[:, None] & ~feasible[None, :]
+    dominates |= both_infeasible & (viol[:, None] < viol[None, :])
+    dominated_count = dominates.sum(axis=0)
+    fronts = []
+    remaining = np.ones(n, dtype=bool)
+    while remaining.any():
+        front = np.flatnonzero(remaining & (dominated_count == 0))
+        fronts.append(front)
+        remaining[front] = False
+        dominated_count = dominated_count - dominates[front].sum(axis=0)
+        dominated_count[~remaining] = -1
+    return fronts
+
+
+def crowding_distance(losses: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance of each point within one front (boundary points get infinity)."""
+    n, m = losses.shape
+    distance = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for k in range(m):
+        order = np.argsort(losses[:, k], kind="stable")
+        span = losses[order[-1], k] - losses[order[0], k]
+        distance[order[0]] = distance[order[-1]] = np.inf
+        if span > 0:
+            distance[order[1:-1]] += (losses[order[2:], k] - losses[order[:-2], k]) / span
+    return distance
+
+
+def pareto_front(trials: Sequence[Trial], objectives: Sequence[Objective], constraints: Constraints | None = None) -> list[Trial]:
+    """The non-dominated feasible trials (deduplicated by arch id), sorted by the last objective.
+
+    With a single objective this is the best feasible trial (ties kept). If no trial is feasible the
+    least-violating front is returned, so a caller can still report what came closest.
+    """
+    unique: dict[str, Trial] = {}
+    for trial in trials:
+        unique.setdefault(trial.arch_id, trial)
+    items = list(unique.values())
+    if not items:
+        return []
+    constraints = constraints or Constraints()
+    losses = loss_matrix([t.metrics for t in items], objectives)  # type: ignore[arg-type]
+    violations = np.array([constraints.violation(t.metrics) for t in items])  # type: ignore[arg-type]
+    first = non_dominated_sort(losses, violations)[0]
+    # Among points with identical objective values keep one, so the front lists distinct trade-offs.
+    seen: set[tuple[float, ...]] = set()
+    front = []
+    for i in sorted(first, key=lambda i: tuple(losses[i][::-1])):
+        key = tuple(np.round(losses[i], 12))
+        if key not in seen:
+            seen.add(key)
+            front.append(items[i])
+    return front

@@ -1,0 +1,378 @@
+"""The steps of one search run, called by :mod:`nas.search` (kept apart so tests can call them directly)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from nas.arch import Arch, arch_id, parse_json_arg
+from nas.errors import ConfigError
+from nas.objectives import ACCURACY, LATENCY, Constraints, Trial, objectives_for, pareto_front
+from nas.registry import SPACES, STRATEGIES, TARGETS, list_spaces, list_targets
+from nas.report import plot_pareto, write_json
+from nas.surrogate import Surrogate, fit_surrogate
+from search_spaces.base import SearchSpace, WeightSharingSpace
+
+log = logging.getLogger("nas.search")
+
+# Keys of a space config that are not constructor arguments of the space.
+_SPACE_META_KEYS = ("name", "train", "checkpoint")
+
+
+# ---------------------------------------------------------------------------------------------- config
+def _section(cfg: DictConfig, key: str, registry_names: Sequence[str]) -> dict:
+    if key not in cfg or cfg[key] is None:
+        raise ConfigError(
+            f"no {key} chosen: add +{key}=NAME to the command (available: {', '.join(registry_names)}), "
+            f"e.g. python -m nas.search +space=ofa +target=cpu"
+        )
+    section = OmegaConf.to_container(cfg[key], resolve=True)
+    if not isinstance(section, dict) or "name" not in section:
+        raise ConfigError(f"config group {key!r} must be a mapping with a 'name' (available: {', '.join(registry_names)})")
+    return section
+
+
+def _missing_value_guard(cfg: DictConfig) -> None:
+    """Turn OmegaConf's '???' (mandatory value) into a clear message before anything runs."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"missing required config value(s) {missing}: set them on the command line, e.g. {missing[0]}=...")
+
+
+def make_space(space_cfg: Mapping, *, num_classes: int, in_channels: int) -> SearchSpace:
+    factory = SPACES.get(space_cfg["name"])
+    kwargs = {k: v for k, v in space_cfg.items() if k not in _SPACE_META_KEYS}
+    kwargs.update(num_classes=num_classes, in_channels=in_channels)
+    try:
+        return factory(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"bad option for space {space_cfg['name']!r}: {exc}") from None
+
+
+def make_target(target_cfg: Mapping):
+    factory = TARGETS.get(target_cfg["name"])
+    kwargs = {k: v for k, v in target_cfg.items() if k != "name"}
+    try:
+        return factory(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"bad option for target {target_cfg['name']!r}: {exc}") from None
+
+
+def make_strategy(strategy_cfg: Mapping, *, space: SearchSpace, objective: str, constraints: Constraints, seed: int):
+    factory = STRATEGIES.get(strategy_cfg["name"])
+    kwargs = {k: v for k, v in strategy_cfg.items() if k != "name"}
+    try:
+        return factory(space=space, objectives=objectives_for(objective), constraints=constraints, seed=seed, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"bad option for strategy {strategy_cfg['name']!r}: {exc}") from None
+
+
+def parse_arch_option(value: object, space: SearchSpace) -> Arch:
+    """The ``arch=`` option: a Hydra mapping, inline JSON, or a path to a JSON file (OFA form or flat labels)."""
+    if isinstance(value, DictConfig):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, str):
+        value = parse_json_arg(value)
+    return space.parse(value)
+
+
+# ---------------------------------------------------------------------------------------------- supernet
+def supernet_key(space_cfg: Mapping, data_cfg: Mapping, seed: int) -> str:
+    """Cache key of a trained supernet: everything that changes its weights."""
+    payload = {k: v for k, v in space_cfg.items() if k != "checkpoint"}
+    payload = {"space": payload, "data": dict(data_cfg), "seed": seed}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def obtain_supernet(space: WeightSharingSpace, *, space_cfg: Mapping, data_cfg: Mapping, data, seed: int,
+                    cache_dir: Path, progress: bool) -> tuple[torch.nn.Module, dict]:
+    """Load the supernet from an explicit checkpoint, the package's shipped one or the cache; else train it."""
+    from nas.checkpoint import load_checkpoint
+    from nas.training import TrainConfig, train_supernet
+
+    supernet = space.supernet()
+    key = supernet_key(space_cfg, data_cfg, seed)
+    explicit = space_cfg.get("checkpoint")
+    shipped = Path(__file__).resolve().parent.parent / "search_spaces" / "assets" / f"{space.name}-{key}.npz"
+    ckpt_dir = cache_dir / "supernets" / f"{space.name}-{key}"
+    for source, path in (("checkpoint", explicit), ("shipped", shipped), ("cache", ckpt_dir / "supernet.npz")):
+        if path and Path(path).is_file():
+            tensors, meta = load_checkpoint(Path(path))
+            _load_weights(supernet, tensors, path)
+            log.info("supernet loaded from %s (%s)", path, source)
+            return supernet, {"source": source, "path": str(path), "key": key, "train": meta.get("train_summary")}
+        if source == "checkpoint" and path:
+            raise ConfigError(f"space.checkpoint={path} does not exist; give a supernet.npz path or null to train/cache")
+    train_cfg = TrainConfig(**dict(space_cfg.get("train") or {}), seed=seed)
+    started = time.time()
+    summary = train_supernet(space, supernet, data, config=train_cfg, checkpoint_dir=ckpt_dir, progress=progress)
+    return supernet, {"source": "trained", "path": str(ckpt_dir / "supernet.npz"), "key": key,
+                      "train": summary, "train_seconds": round(time.time() - started, 1)}
+
+
+def _load_weights(supernet: torch.nn.Module, tensors: Mapping[str, torch.Tensor], path: object) -> None:
+    try:
+        supernet.load_state_dict(dict(tensors), strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"supernet checkpoint {path} does not match this space's config ({str(exc).splitlines()[0]}); "
+            "use the space options it was trained with, or remove it to retrain"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------- predictors
+def sample_distinct(space: SearchSpace, n: int, rng: np.random.Generator, *, include: Sequence[Arch] = ()) -> list[Arch]:
+    """``n`` distinct archs: ``include`` first (e.g. the extremes, so predictors see the whole range), then random."""
+    archs: dict[str, Arch] = {}
+    for arch in include:
+        archs.setdefault(arch_id(arch), arch)
+    for _ in range(50 * n):
+        if len(archs) >= n:
+            break
+        arch = space.sample(rng)
+        archs.setdefault(arch_id(arch), arch)
+    return list(archs.values())[:n]
+
+
+def fit_accuracy_surrogate(space, evaluator, cfg: DictConfig, rng, progress: bool) -> tuple[Surrogate, dict[str, float]]:
+    archs = sample_distinct(space, int(cfg.accuracy.samples), rng, include=_extremes(space))
+    accuracies: dict[str, float] = {}
+    for arch in tqdm(archs, desc="accuracy of sampled subnets (shared weights, BN recalibrated)", disable=not progress):
+        accuracies[arch_id(arch)] = float(evaluator.accuracy(arch))
+    surrogate = fit_surrogate(space=space, archs=archs, values=list(accuracies.values()), metric="accuracy",
+                              predictor=cfg.accuracy.predictor, holdout=float(cfg.accuracy.holdout), seed=int(cfg.seed))
+    return surrogate, accuracies
+
+
+def fit_latency_surrogate(space, target, cfg: DictConfig, rng, progress: bool) -> tuple[Surrogate, dict[str, dict]]:
+    archs = sample_distinct(space, int(cfg.latency.samples), rng, include=_extremes(space))
+    measurements = measure_archs(space, target, archs, progress=progress, desc=f"latency of sampled subnets on {target.name}")
+    surrogate = fit_surrogate(space=space, archs=archs, values=[measurements[arch_id(a)]["median_ms"] for a in archs],
+                              metric="latency_ms", predictor=cfg.latency.predictor,
+                              predictor_kwargs={"log_target": True} if cfg.latency.predictor == "ridge" else None,
+                              holdout=float(cfg.latency.holdout), seed=int(cfg.seed))
+    return surrogate, measurements
+
+
+def measure_archs(space, target, archs: Sequence[Arch], *, progress: bool, desc: str) -> dict[str, dict]:
+    """Serial on-target measurements keyed by arch id (serial: two sessions at once disturb each other)."""
+    out: dict[str, dict] = {}
+    for arch in tqdm(archs, desc=desc, disable=not progress):
+        out[arch_id(arch)] = target.measure(space, arch).to_dict()
+    return out
+
+
+def _extremes(space: SearchSpace) -> list[Arch]:
+    if isinstance(space, WeightSharingSpace):
+        return [space.smallest(), space.largest()]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------- search
+def run_strategy(strategy, accuracy: Surrogate, latency: Surrogate, *, queries: int, progress: bool) -> list[Trial]:
+    """Ask/tell loop with both metrics predicted, in batches of the strategy's natural size."""
+    batch = int(getattr(strategy, "population_size", 100))
+    history: list[Trial] = []
+    with tqdm(total=queries, desc=f"search ({strategy.name}, predictor-scored)", disable=not progress) as bar:
+        while len(history) < queries:
+            archs = strategy.ask_many(min(batch, queries - len(history)))
+            accs = np.clip(accuracy.predict(archs), 0.0, 1.0)
+            lats = np.maximum(latency.predict(archs), 1e-6)
+            for arch, acc, lat in zip(archs, accs, lats):
+                metrics = {"accuracy": float(acc), "latency_ms": float(lat)}
+                strategy.tell(arch, metrics)
+                history.append(Trial(arch=arch, metrics=metrics))
+            bar.update(len(archs))
+    return history
+
+
+def pick_to_measure(front: Sequence[Trial], k: int, budget_ms: float | None) -> list[Trial]:
+    """Up to ``k`` front points spread along the front; with a budget, those near or under it."""
+    pool = list(front)
+    if budget_ms is not None:
+        near = [t for t in pool if t.metrics["latency_ms"] <= 1.25 * budget_ms]
+        pool = near or pool[:k]
+    if len(pool) <= k:
+        return pool
+    idx = sorted(set(np.linspace(0, len(pool) - 1, k).round().astype(int).tolist()))
+    return [pool[i] for i in idx]
+
+
+def choose_best(candidates: Sequence[Trial], *, budget_ms: float | None, tolerance: float) -> tuple[Trial, bool]:
+    """Fastest measured candidate within ``tolerance`` of the most accurate feasible one.
+
+    Returns the choice and whether it meets the budget (if nothing does, the fastest measured is chosen).
+    """
+    feasible = [t for t in candidates if budget_ms is None or t.metrics["latency_ms"] <= budget_ms]
+    if not feasible:
+        return min(candidates, key=lambda t: t.metrics["latency_ms"]), False
+    top = max(t.metrics["accuracy"] for t in feasible)
+    near_top = [t for t in feasible if t.metrics["accuracy"] >= top - tolerance]
+    return min(near_top, key=lambda t: t.metrics["latency_ms"]), True
+
+
+# ---------------------------------------------------------------------------------------------- finalize
+def export_and_check(space, evaluator, target, arch: Arch, data, run_dir: Path) -> dict:
+    """Export the chosen subnet to ONNX, verify it against PyTorch, measure it and test it on held-out data."""
+    from nas.accuracy import evaluate, resize_batch
+    from nas.export import export_onnx, load_session, verify_onnx
+
+    model = evaluator.subnet(arch).eval()
+    shape = space.input_shape(arch)
+    onnx_path = export_onnx(model, shape, run_dir / "models" / "best.onnx")
+    max_abs_diff = verify_onnx(onnx_path, model, shape)
+    measurement = target.measure_onnx_file(onnx_path, shape).to_dict()
+    X_test, y_test = data.test
+    resolution = shape[-1]
+    test_acc_torch = evaluate(model, X_test, y_test, resolution=resolution)
+    session = load_session(onnx_path, threads=1)
+    name = session.get_inputs()[0].name
+    correct = 0
+    with torch.no_grad():
+        for i in range(len(y_test)):
+            x = resize_batch(X_test[i : i + 1], resolution).numpy().astype(np.float32)
+            correct += int(np.argmax(session.run(None, {name: x})[0], axis=1)[0] == int(y_test[i]))
+    return {
+        "onnx": str(onnx_path.relative_to(run_dir)),
+        "onnx_max_abs_diff": max_abs_diff,
+        "measurement": measurement,
+        "test_accuracy": correct / max(1, len(y_test)),
+        "test_accuracy_torch": test_acc_torch,
+        "n_test": int(len(y_test)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- run
+def run_search(cfg: DictConfig, run_dir: Path) -> Path:
+    from nas.accuracy import SupernetEvaluator
+    from nas.data import load_data
+
+    _missing_value_guard(cfg)
+    space_cfg = _section(cfg, "space", list_spaces())
+    target_cfg = _section(cfg, "target", list_targets())
+    SPACES.get(space_cfg["name"])  # unknown names fail here, before any data is read
+    TARGETS.get(target_cfg["name"])
+    seed = int(cfg.seed)
+    progress = bool(cfg.progress)
+    constraints = Constraints(latency_ms=cfg.constraint.latency_ms)
+    objectives_for(str(cfg.objective))
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    timings: dict[str, float] = {}
+    clock = time.time()
+
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    data = load_data(**data_cfg, seed=seed)
+    space = make_space(space_cfg, num_classes=data.num_classes, in_channels=data.in_channels)
+    given_arch = parse_arch_option(cfg.arch, space) if cfg.arch is not None else None
+    strategy = None if given_arch else make_strategy(dict(cfg.strategy), space=space, objective=str(cfg.objective),
+                                                     constraints=constraints, seed=seed)
+    target = make_target(target_cfg)
+    if not isinstance(space, WeightSharingSpace):
+        raise ConfigError(f"space {space.name!r} has no supernet; this command needs a weight-sharing space (ofa)")
+
+    supernet, supernet_info = obtain_supernet(space, space_cfg=space_cfg, data_cfg=data_cfg, data=data, seed=seed,
+                                              cache_dir=Path(str(cfg.cache_dir)).expanduser(), progress=progress)
+    timings["supernet"] = time.time() - clock
+    evaluator = SupernetEvaluator(space, supernet, data, calib_images=int(cfg.accuracy.calib_images), seed=seed)
+
+    predictors_info: dict = {}
+    history: list[Trial] = []
+    measured: dict[str, dict] = {}
+    if given_arch is not None:
+        candidates = [Trial(arch=given_arch, metrics={"accuracy": float("nan"), "latency_ms": float("nan")})]
+        front: list[Trial] = []
+    else:
+        clock = time.time()
+        acc_sur, sampled_acc = fit_accuracy_surrogate(space, evaluator, cfg, rng, progress)
+        timings["accuracy_samples"] = time.time() - clock
+        clock = time.time()
+        lat_sur, measured = fit_latency_surrogate(space, target, cfg, rng, progress)
+        timings["latency_samples"] = time.time() - clock
+        predictors_info = {
+            "accuracy": {"predictor": cfg.accuracy.predictor, "samples": len(sampled_acc), "holdout": acc_sur.holdout_metrics},
+            "latency": {"predictor": cfg.latency.predictor, "samples": len(measured), "holdout": lat_sur.holdout_metrics},
+        }
+        clock = time.time()
+        history = run_strategy(strategy, acc_sur, lat_sur, queries=int(cfg.budget.queries), progress=progress)
+        timings["search"] = time.time() - clock
+        front = pareto_front(history, (ACCURACY, LATENCY), constraints=None)
+        candidates = pick_to_measure(front, int(cfg.final.measure_front), constraints.latency_ms)
+
+    clock = time.time()
+    # Re-measure the candidates on the target and re-estimate their accuracy with the shared weights.
+    for trial in tqdm(candidates, desc=f"measuring front on {target.name}", disable=not progress):
+        trial.metrics["predicted_latency_ms"] = trial.metrics["latency_ms"]
+        trial.metrics["predicted_accuracy"] = trial.metrics["accuracy"]
+        m = measured.get(trial.arch_id) or target.measure(space, trial.arch).to_dict()
+        measured[trial.arch_id] = m
+        trial.metrics.update(latency_ms=m["median_ms"], latency_source="measured",
+                             accuracy=float(evaluator.accuracy(trial.arch)), accuracy_source="supernet")
+    for trial in front:
+        trial.metrics.setdefault("latency_source", "predicted")
+        trial.metrics.setdefault("accuracy_source", "predicted")
+    best_trial, budget_met = choose_best(candidates, budget_ms=constraints.latency_ms,
+                                         tolerance=float(cfg.final.accuracy_tolerance))
+    final = export_and_check(space, evaluator, target, best_trial.arch, data, run_dir)
+    timings["finalize"] = time.time() - clock
+
+    best = {
+        "arch": best_trial.arch,
+        "arch_id": best_trial.arch_id,
+        "public": space.to_public(best_trial.arch),
+        "description": space.describe(best_trial.arch),
+        "accuracy": best_trial.metrics["accuracy"],
+        "predicted_accuracy": best_trial.metrics.get("predicted_accuracy"),
+        "predicted_latency_ms": best_trial.metrics.get("predicted_latency_ms"),
+        "measured_latency_ms": final["measurement"]["median_ms"],
+        "budget_met": budget_met,
+        **final,
+    }
+    results = {
+        "space": space.name,
+        "target": target.name,
+        "strategy": strategy.name if strategy else None,
+        "seed": seed,
+        "objective": str(cfg.objective),
+        "constraint": constraints.to_dict(),
+        "data": {"name": data.name, "train": len(data.train[1]), "val": len(data.val[1]), "test": len(data.test[1]),
+                 "num_classes": data.num_classes, "input": list(space.input_shape(best_trial.arch))},
+        "device": target.describe(),
+        "supernet": supernet_info,
+        "predictors": predictors_info,
+        "pareto": [_entry(space, t) for t in front] if front else [_entry(space, best_trial)],
+        "best": best,
+        "history": [{"arch_id": t.arch_id, "public": space.to_public(t.arch), "accuracy": t.metrics["accuracy"],
+                     "latency_ms": t.metrics["latency_ms"]} for t in history],
+        "measurements": measured,
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    results_path = write_json(run_dir / "results.json", results)
+    plot_pareto(run_dir / "pareto.png", history=results["history"], pareto=results["pareto"], best=best,
+                budget_ms=constraints.latency_ms,
+                title=f"{space.name} on {target.name}: accuracy vs latency ({data.name})")
+    return results_path
+
+
+def _entry(space: SearchSpace, trial: Trial) -> dict:
+    m = trial.metrics
+    return {
+        "arch": trial.arch,
+        "arch_id": trial.arch_id,
+        "public": space.to_public(trial.arch),
+        "accuracy": m["accuracy"],
+        "accuracy_source": m.get("accuracy_source", "predicted"),
+        "latency_ms": m["latency_ms"],
+        "latency_source": m.get("latency_source", "predicted"),
+        **({"predicted_latency_ms": m["predicted_latency_ms"]} if "predicted_latency_ms" in m else {}),
+    }

@@ -1,0 +1,154 @@
+"""Evolutionary search: NSGA-II-style selection with constraint domination.
+
+With two objectives (accuracy up, latency down) the population converges to a Pareto front; with one it
+is a plain elitist evolution. A latency budget is honoured by Deb's constraint-domination rule: feasible
+archs beat infeasible ones, infeasible ones compete on how far they exceed the budget.
+
+The search is generational but exposed through ask/tell: ``ask`` hands out the pending offspring of the
+current generation; once ``population_size`` results are in, survivors are selected from parents plus
+offspring and the next generation is bred. Archs already evaluated are not proposed again (a duplicate
+would waste a measurement), except when the space is nearly exhausted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from nas.arch import Arch, arch_id
+from nas.errors import ConfigError
+from nas.objectives import crowding_distance, loss_matrix, non_dominated_sort
+from nas.registry import register_strategy
+from nas.strategies.base import Strategy
+
+
+@register_strategy("evolution")
+class EvolutionStrategy(Strategy):
+    name = "evolution"
+
+    def __init__(
+        self,
+        *,
+        population_size: int = 100,
+        crossover_prob: float = 0.5,
+        mutation_rate: float | None = None,
+        tournament_size: int = 2,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if population_size < 2:
+            raise ConfigError(f"strategy.population_size must be at least 2, got {population_size}")
+        if not 0.0 <= crossover_prob <= 1.0:
+            raise ConfigError(f"strategy.crossover_prob must be in [0, 1], got {crossover_prob}")
+        if mutation_rate is not None and not 0.0 < mutation_rate <= 1.0:
+            raise ConfigError(f"strategy.mutation_rate must be in (0, 1] or null, got {mutation_rate}")
+        if tournament_size < 1:
+            raise ConfigError(f"strategy.tournament_size must be at least 1, got {tournament_size}")
+        self.population_size = population_size
+        self.crossover_prob = crossover_prob
+        self.mutation_rate = mutation_rate
+        self.tournament_size = tournament_size
+        self.generation = 0
+        self._population: list[dict] = []  # {"arch", "metrics"} survivors
+        self._offspring: list[dict] = []  # told, not yet merged
+        self._pending: list[Arch] = []  # bred, not yet asked
+        self._seen: set[str] = set()
+        self._rank: list[int] = []  # non-domination rank of each survivor (for tournaments)
+        self._crowding: list[float] = []
+
+    # ------------------------------------------------------------------ ask / tell
+    def ask(self) -> Arch:
+        if not self._pending:
+            self._pending = self._breed(self.population_size)
+        return self._pending.pop(0)
+
+    def tell(self, arch: Mapping, metrics: Mapping[str, float]) -> None:
+        self._check_metrics(metrics)
+        self._offspring.append({"arch": dict(arch), "metrics": {k: float(v) for k, v in metrics.items() if _is_number(v)}})
+        if len(self._offspring) >= self.population_size:
+            self._select()
+
+    # ------------------------------------------------------------------ internals
+    def _breed(self, n: int) -> list[Arch]:
+        children: list[Arch] = []
+        for _ in range(n):
+            for attempt in range(20):
+                if not self._population:
+                    child = self.space.sample(self.rng)
+                else:
+                    child = self._make_child()
+                if arch_id(child) not in self._seen or attempt == 19:
+                    break
+            self._seen.add(arch_id(child))
+            children.append(child)
+        return children
+
+    def _make_child(self) -> Arch:
+        first = self._tournament()
+        if self.rng.random() < self.crossover_prob:
+            child = self.space.crossover(first, self._tournament(), self.rng)
+            if self.rng.random() < 0.5:  # crossover alone often reproduces a parent; mutate half the time
+                child = self.space.mutate(child, self.rng, rate=self.mutation_rate)
+            return child
+        return self.space.mutate(first, self.rng, rate=self.mutation_rate)
+
+    def _tournament(self) -> Arch:
+        k = min(self.tournament_size, len(self._population))
+        picks = self.rng.choice(len(self._population), size=k, replace=False)
+        best = min(picks, key=lambda i: (self._rank[i], -self._crowding[i]))
+        return self._population[int(best)]["arch"]
+
+    def _select(self) -> None:
+        pool = self._population + self._offspring
+        self._offspring = []
+        losses = loss_matrix([p["metrics"] for p in pool], self.objectives)
+        violations = np.array([self.constraints.violation(p["metrics"]) for p in pool])
+        survivors: list[int] = []
+        rank: list[int] = []
+        crowding: list[float] = []
+        for r, front in enumerate(non_dominated_sort(losses, violations)):
+            dist = crowding_distance(losses[front])
+            order = np.argsort(-dist, kind="stable")
+            take = order[: self.population_size - len(survivors)]
+            survivors.extend(int(front[i]) for i in take)
+            rank.extend([r] * len(take))
+            crowding.extend(float(dist[i]) for i in take)
+            if len(survivors) >= self.population_size:
+                break
+        self._population = [pool[i] for i in survivors]
+        self._rank = rank
+        self._crowding = crowding
+        self.generation += 1
+
+    @property
+    def population(self) -> list[dict]:
+        """Current survivors as ``{"arch", "metrics"}`` dicts."""
+        return list(self._population)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            **super().state_dict(),
+            "generation": self.generation,
+            "population": self._population,
+            "rank": self._rank,
+            "crowding": [c if np.isfinite(c) else "inf" for c in self._crowding],
+            "offspring": self._offspring,
+            "pending": self._pending,
+            "seen": sorted(self._seen),
+        }
+
+    def load_state_dict(self, state: Mapping) -> None:
+        super().load_state_dict(state)
+        self.generation = int(state["generation"])
+        self._population = [dict(p) for p in state["population"]]
+        self._rank = list(state["rank"])
+        self._crowding = [float(c) for c in state["crowding"]]
+        self._offspring = [dict(p) for p in state["offspring"]]
+        self._pending = [dict(a) for a in state["pending"]]
+        self._seen = set(state["seen"])
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)

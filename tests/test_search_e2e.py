@@ -1,0 +1,78 @@
+"""End to end: the main command on a few images, checked through its results.json."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+TINY = [
+    "+space=ofa", "+target=cpu",
+    "data.limit=300", "space.width_mult=0.25", "space.resolutions=[16,20]",
+    "space.train.epochs={full:1,kernel:1,depth:1,expand:1}", "space.train.batch_size=64",
+    "accuracy.samples=10", "accuracy.calib_images=64", "latency.samples=8",
+    "budget.queries=300", "strategy.population_size=30", "final.measure_front=4",
+    "target.warmup=2", "target.min_repeats=5", "target.max_seconds=0.2", "progress=false",
+]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def search(run_dir: Path, cache: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HWNAS_CACHE": str(cache)}
+    proc = subprocess.run([sys.executable, "-m", "nas.search", *TINY, *overrides, f"hydra.run.dir={run_dir}"],
+                          capture_output=True, text=True, env=env, timeout=900, cwd=run_dir.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_tiny_search_writes_sane_results(tmp_path, cache):
+    run_dir = tmp_path / "run"
+    proc = search(run_dir, cache)
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last == f"results: {run_dir / 'results.json'}"
+    results = json.loads((run_dir / "results.json").read_text())
+
+    assert results["space"] == "ofa" and results["target"] == "cpu" and results["strategy"] == "evolution"
+    assert results["seed"] == 0
+    assert results["supernet"]["source"] == "trained"
+    assert len(results["history"]) == 300
+
+    pareto = results["pareto"]
+    assert len(pareto) >= 2
+    for point in pareto:
+        assert set(point) >= {"arch", "arch_id", "accuracy", "latency_ms", "latency_source"}
+        assert point["latency_source"] in ("measured", "predicted")
+        assert 0.0 <= point["accuracy"] <= 1.0 and point["latency_ms"] > 0
+    assert any(p["latency_source"] == "measured" for p in pareto)
+    latencies = [p["latency_ms"] for p in pareto]
+
+    best = results["best"]
+    assert best["arch_id"] in {p["arch_id"] for p in pareto}
+    assert best["measured_latency_ms"] > 0 and best["predicted_latency_ms"] > 0
+    assert 0.0 <= best["test_accuracy"] <= 1.0 and best["n_test"] > 0
+    assert best["onnx_max_abs_diff"] < 1e-3
+    model_path = run_dir / best["onnx"]
+    assert model_path.is_file() and not list(run_dir.glob("**/*.onnx.data"))
+    onnx.checker.check_model(onnx.load(str(model_path)))
+    assert (run_dir / "pareto.png").stat().st_size > 10_000
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert results["predictors"]["latency"]["samples"] == 8
+    assert latencies == sorted(latencies) or len({p["latency_source"] for p in pareto}) > 1
+
+
+def test_second_run_reuses_cached_supernet_and_evaluates_given_arch(tmp_path, cache):
+    arch = '{ks:[3,5,7,3,3,5,7,3,3,5,7,3,3,5,7,3,3,5,7,3],e:[3,4,6,3,3,4,6,3,3,4,6,3,3,4,6,3,3,4,6,3],d:[2,3,4,2,3],r:20}'
+    run_dir = tmp_path / "run2"
+    search(run_dir, cache, f"arch={arch}")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["supernet"]["source"] == "cache"
+    assert results["best"]["public"]["d"] == [2, 3, 4, 2, 3] and results["best"]["public"]["r"] == 20
+    assert results["best"]["test_accuracy"] >= 0.0
+    assert results["history"] == []
