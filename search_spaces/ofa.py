@@ -1,0 +1,394 @@
+"""The once-for-all (OFA) MobileNetV3 space (Cai et al., ICLR 2020), structurally identical to OFA's
+``OFAMobileNetV3``: stem, a fixed first block, five elastic stages (kernel, expand ratio, depth) and the
+MobileNetV3 head, plus an elastic input resolution.
+
+Flat labels (smallest value first in every choice): ``resolution``, ``stage{i}.depth`` (i = 1..5),
+``stage{i}.block{j}.kernel`` and ``stage{i}.block{j}.expand`` (j = 0..max depth - 1). Blocks beyond a stage's
+depth are inactive; :meth:`OFASpace.canonical` resets them to the smallest values.
+
+The public form is OFA's own ``{"ks": [20 kernels], "e": [20 ratios], "d": [5 depths], "r": resolution}``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from nas.arch import Arch, Value
+from nas.errors import ConfigError, InvalidArchError
+from nas.registry import register_space
+from search_spaces.base import Supernet, WeightSharingSpace
+from search_spaces.blocks import (
+    BlockSpec,
+    ConvBNAct,
+    DynamicMBConv,
+    Head,
+    MBConv,
+    MobileNetV3,
+    NetSpec,
+    init_weights,
+    make_divisible,
+)
+
+# OFAMobileNetV3's fixed plan: stem 16, first block 16, five stages, final expand 960, feature mix 1280.
+_STEM, _FIRST_BLOCK, _FINAL_EXPAND, _FEATURE_MIX = 16, 16, 960, 1280
+_STAGE_WIDTHS = (24, 40, 80, 112, 160)
+_STAGE_STRIDES = (2, 2, 2, 1, 2)
+_STAGE_ACTS = ("relu", "relu", "h_swish", "h_swish", "h_swish")
+_STAGE_SE = (False, True, False, True, True)
+NUM_STAGES = len(_STAGE_WIDTHS)
+PUBLIC_KEYS = ("ks", "e", "d", "r")
+
+
+@register_space("ofa")
+class OFASpace(WeightSharingSpace):
+    """OFA MobileNetV3 with elastic resolution, kernel size, depth and expand ratio."""
+
+    name = "ofa"
+
+    def __init__(
+        self,
+        *,
+        width_mult: float = 1.0,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        kernel_sizes: Iterable[int] = (3, 5, 7),
+        expand_ratios: Iterable[float] = (3, 4, 6),
+        depths: Iterable[int] = (2, 3, 4),
+        resolutions: Iterable[int] = tuple(range(128, 225, 4)),
+        dropout: float = 0.1,
+    ) -> None:
+        self.width_mult = _positive_number("width_mult", width_mult)
+        self.num_classes = _positive_int("num_classes", num_classes)
+        self.in_channels = _positive_int("in_channels", in_channels)
+        self.kernel_sizes: tuple[int, ...] = _choice_list("kernel_sizes", kernel_sizes, integer=True)
+        if any(k % 2 == 0 for k in self.kernel_sizes):
+            raise ConfigError(f"ofa: kernel_sizes must be odd (centred 'same' padding), got {list(self.kernel_sizes)}")
+        self.expand_ratios: tuple[float, ...] = _choice_list("expand_ratios", expand_ratios, integer=False)
+        self.depths: tuple[int, ...] = _choice_list("depths", depths, integer=True)
+        self.resolutions: tuple[int, ...] = _choice_list("resolutions", resolutions, integer=True)
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"ofa: dropout must be a number in [0, 1), got {dropout!r}")
+        self.dropout = float(dropout)
+        self.max_depth = self.depths[-1]
+
+        w = self.width_mult
+        self.stem_channels = make_divisible(_STEM * w)
+        self.first_block_channels = make_divisible(_FIRST_BLOCK * w)
+        self.stage_widths = tuple(make_divisible(c * w) for c in _STAGE_WIDTHS)
+        self.final_expand_channels = make_divisible(_FINAL_EXPAND * w)
+        self.feature_mix_channels = make_divisible(_FEATURE_MIX * w)
+        self._choices = self._make_choices()
+
+    # ------------------------------------------------------------------ definition
+    def _make_choices(self) -> dict[str, tuple[Value, ...]]:
+        choices: dict[str, tuple[Value, ...]] = {"resolution": self.resolutions}
+        for i in range(1, NUM_STAGES + 1):
+            choices[f"stage{i}.depth"] = self.depths
+            for j in range(self.max_depth):
+                choices[f"stage{i}.block{j}.kernel"] = self.kernel_sizes
+                choices[f"stage{i}.block{j}.expand"] = self.expand_ratios
+        return choices
+
+    def choices(self) -> dict[str, tuple[Value, ...]]:
+        return dict(self._choices)
+
+    def config(self) -> dict[str, object]:
+        """The constructor arguments, for logs and for rebuilding the same space."""
+        return {
+            "width_mult": self.width_mult,
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "kernel_sizes": list(self.kernel_sizes),
+            "expand_ratios": list(self.expand_ratios),
+            "depths": list(self.depths),
+            "resolutions": list(self.resolutions),
+            "dropout": self.dropout,
+        }
+
+    def canonical(self, arch: Mapping[str, Value]) -> Arch:
+        out: Arch = {}
+        for label, options in self._choices.items():
+            value = arch[label]
+            # Map 3.0 -> 3 (the stored option) so equal archs serialise, and hash, identically.
+            out[label] = next((o for o in options if o == value and not isinstance(value, bool)), value)
+        for i in range(1, NUM_STAGES + 1):
+            depth = out[f"stage{i}.depth"]
+            for j in range(self.max_depth):
+                if isinstance(depth, int) and j >= depth:
+                    out[f"stage{i}.block{j}.kernel"] = self.kernel_sizes[0]
+                    out[f"stage{i}.block{j}.expand"] = self.expand_ratios[0]
+        return out
+
+    def input_shape(self, arch: Mapping[str, Value]) -> tuple[int, int, int]:
+        r = int(arch["resolution"])
+        return (self.in_channels, r, r)
+
+    def net_spec(self, arch: Mapping[str, Value]) -> NetSpec:
+        """The channel plan of the (already validated) ``arch``: only its active blocks."""
+        first = BlockSpec(self.stem_channels, self.first_block_channels, 3, 1, 1, "relu", False)
+        blocks = [first]
+        for i in range(1, NUM_STAGES + 1):
+            for j in range(int(arch[f"stage{i}.depth"])):
+                blocks.append(
+                    self._block_spec(i, j, int(arch[f"stage{i}.block{j}.kernel"]), arch[f"stage{i}.block{j}.expand"])
+                )
+        return NetSpec(
+            self.in_channels,
+            self.stem_channels,
+            tuple(blocks),
+            self.final_expand_channels,
+            self.feature_mix_channels,
+            self.num_classes,
+            self.dropout,
+        )
+
+    def _block_in_channels(self, stage: int, block: int) -> int:
+        if block > 0:
+            return self.stage_widths[stage - 1]
+        return self.first_block_channels if stage == 1 else self.stage_widths[stage - 2]
+
+    def _block_spec(self, stage: int, block: int, kernel: int, expand: float) -> BlockSpec:
+        s = stage - 1
+        return BlockSpec(
+            in_channels=self._block_in_channels(stage, block),
+            out_channels=self.stage_widths[s],
+            kernel=kernel,
+            stride=_STAGE_STRIDES[s] if block == 0 else 1,
+            expand=expand,
+            act=_STAGE_ACTS[s],
+            use_se=_STAGE_SE[s],
+        )
+
+    def build(self, arch: Mapping[str, Value]) -> nn.Module:
+        net = MobileNetV3(self.net_spec(self.validate(arch)))
+        init_weights(net)
+        return net
+
+    def supernet(self) -> OFASupernet:
+        return OFASupernet(self)
+
+    # ------------------------------------------------------------------ weight sharing
+    def elastic_dims(self) -> tuple[str, ...]:
+        return ("resolution", "kernel", "depth", "expand")
+
+    def sample_elastic(self, rng: np.random.Generator, elastic: Sequence[str]) -> Arch:
+        unknown = [d for d in elastic if d not in self.elastic_dims()]
+        if unknown:
+            raise ConfigError(f"ofa: unknown elastic dimension(s) {unknown}; choose from {list(self.elastic_dims())}")
+        arch: Arch = {}
+        for label, options in self._choices.items():
+            dim = label.rsplit(".", 1)[-1]  # resolution / depth / kernel / expand
+            arch[label] = options[int(rng.integers(len(options)))] if dim in elastic else options[-1]
+        return self.canonical(arch)
+
+    # ------------------------------------------------------------------ predictor encoding
+    def encode(self, arch: Mapping[str, Value]) -> np.ndarray:
+        """OFA accuracy-predictor features: per block slot one-hot kernel + one-hot expand (zeros when the
+        slot is inactive), then one-hot resolution."""
+        nk, ne = len(self.kernel_sizes), len(self.expand_ratios)
+        slot = nk + ne
+        vec = np.zeros(NUM_STAGES * self.max_depth * slot + len(self.resolutions), dtype=np.float32)
+        for i in range(1, NUM_STAGES + 1):
+            for j in range(int(arch[f"stage{i}.depth"])):
+                base = ((i - 1) * self.max_depth + j) * slot
+                vec[base + self.kernel_sizes.index(arch[f"stage{i}.block{j}.kernel"])] = 1.0
+                vec[base + nk + self.expand_ratios.index(arch[f"stage{i}.block{j}.expand"])] = 1.0
+        vec[NUM_STAGES * self.max_depth * slot + self.resolutions.index(arch["resolution"])] = 1.0
+        return vec
+
+    # ------------------------------------------------------------------ public form
+    def to_public(self, arch: Mapping[str, Value]) -> dict[str, object]:
+        arch = self.canonical(arch)
+        slots = [(i, j) for i in range(1, NUM_STAGES + 1) for j in range(self.max_depth)]
+        return {
+            "ks": [arch[f"stage{i}.block{j}.kernel"] for i, j in slots],
+            "e": [arch[f"stage{i}.block{j}.expand"] for i, j in slots],
+            "d": [arch[f"stage{i}.depth"] for i in range(1, NUM_STAGES + 1)],
+            "r": arch["resolution"],
+        }
+
+    def from_public(self, obj: object) -> Arch:
+        """Parse OFA's ``{"ks", "e", "d", "r"}``; values in slots beyond a stage's depth are ignored."""
+        if isinstance(obj, Mapping) and any(key in self._choices for key in obj):
+            return self.validate(obj)  # a (possibly broken) flat arch: report its labels, not ks/e/d/r
+        n_slots = NUM_STAGES * self.max_depth
+        expected = (
+            f'a JSON object {{"ks": [{n_slots} kernel sizes], "e": [{n_slots} expand ratios], '
+            f'"d": [{NUM_STAGES} depths], "r": resolution}}'
+        )
+        if not isinstance(obj, Mapping):
+            raise InvalidArchError(f"an OFA architecture must be {expected}, got {type(obj).__name__}")
+        missing = [k for k in PUBLIC_KEYS if k not in obj]
+        unknown = [k for k in obj if k not in PUBLIC_KEYS]
+        if missing or unknown:
+            raise InvalidArchError(
+                f"OFA architecture has missing keys {missing} / unknown keys {unknown}; expected {expected}"
+            )
+        r = _pick("r", obj["r"], self.resolutions)
+        depths = [_pick(f"d[{i}]", v, self.depths) for i, v in enumerate(_list("d", obj["d"], NUM_STAGES))]
+        ks = _list("ks", obj["ks"], n_slots)
+        es = _list("e", obj["e"], n_slots)
+        arch: Arch = {"resolution": r}
+        for i in range(1, NUM_STAGES + 1):
+            arch[f"stage{i}.depth"] = depths[i - 1]
+            for j in range(self.max_depth):
+                n = (i - 1) * self.max_depth + j
+                active = j < depths[i - 1]
+                where = f"(stage {i}, block {j})"
+                arch[f"stage{i}.block{j}.kernel"] = (
+                    _pick(f"ks[{n}] {where}", ks[n], self.kernel_sizes) if active else self.kernel_sizes[0]
+                )
+                arch[f"stage{i}.block{j}.expand"] = (
+                    _pick(f"e[{n}] {where}", es[n], self.expand_ratios) if active else self.expand_ratios[0]
+                )
+        return self.validate(arch)
+
+    def describe(self, arch: Mapping[str, Value]) -> str:
+        stages = range(1, NUM_STAGES + 1)
+        depths = [int(arch[f"stage{i}.depth"]) for i in stages]
+
+        def per_stage(kind: str) -> str:
+            return "|".join(
+                ",".join(f"{arch[f'stage{i}.block{j}.{kind}']:g}" for j in range(d)) for i, d in zip(stages, depths)
+            )
+
+        return f"r={arch['resolution']} d={depths} ks=[{per_stage('kernel')}] e=[{per_stage('expand')}]"
+
+
+class OFASupernet(Supernet):
+    """The OFA MobileNetV3 supernet: static stem, first block and head, five stages of :class:`DynamicMBConv`.
+
+    ``forward`` runs the subnet chosen by ``set_active`` (default: the largest). The input must already be at
+    the active resolution (the network is fully convolutional); ``input_shape`` gives it.
+
+    Its 4-D weights are stored channels-last: on CPU that makes a training step 2-9x faster at MNIST sizes
+    (PyTorch's contiguous depthwise 7x7 path is very slow on tiny feature maps). Outputs are unaffected;
+    ``.to(memory_format=torch.contiguous_format)`` reverts it if another backend prefers NCHW.
+    """
+
+    def __init__(self, space: OFASpace) -> None:
+        super().__init__()
+        self._space = space
+        first = space.net_spec(space.largest()).blocks[0]
+        self.stem = ConvBNAct(space.in_channels, space.stem_channels, 3, 2, act="h_swish")
+        self.first_block = MBConv(first)
+        self.stages = nn.ModuleList()
+        for i in range(1, NUM_STAGES + 1):
+            blocks = []
+            for j in range(space.max_depth):
+                spec = space._block_spec(i, j, space.kernel_sizes[-1], space.expand_ratios[-1])
+                blocks.append(
+                    DynamicMBConv(
+                        spec.in_channels,
+                        spec.out_channels,
+                        space.kernel_sizes,
+                        space.expand_ratios,
+                        spec.stride,
+                        spec.act,
+                        spec.use_se,
+                    )
+                )
+            self.stages.append(nn.ModuleList(blocks))
+        self.head = Head(
+            space.stage_widths[-1],
+            space.final_expand_channels,
+            space.feature_mix_channels,
+            space.num_classes,
+            space.dropout,
+        )
+        init_weights(self)
+        self.to(memory_format=torch.channels_last)
+        self.set_active(space.largest())
+
+    def set_active(self, arch: Mapping[str, Value]) -> None:
+        arch = self._space.validate(arch)
+        self.active_arch: Arch = arch
+        self.active_depths = [int(arch[f"stage{i}.depth"]) for i in range(1, NUM_STAGES + 1)]
+        for i, stage in enumerate(self.stages, start=1):
+            for j, block in enumerate(stage):
+                block.set_active(int(arch[f"stage{i}.block{j}.kernel"]), arch[f"stage{i}.block{j}.expand"])
+
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(channels, r, r)`` for the active subnet."""
+        return self._space.input_shape(self.active_arch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.first_block(self.stem(x))
+        for stage, depth in zip(self.stages, self.active_depths):
+            for j in range(depth):
+                x = stage[j](x)
+        return self.head(x)
+
+    def extract(self, arch: Mapping[str, Value]) -> nn.Module:
+        """A standalone :class:`MobileNetV3` with this supernet's weights and BN statistics for ``arch``.
+
+        The supernet's active subnet is left as it was; the copy keeps the supernet's train/eval mode and device.
+        """
+        previous = self.active_arch
+        self.set_active(arch)
+        try:
+            net = MobileNetV3(self._space.net_spec(self.active_arch)).to(next(self.parameters()).device)
+            net.stem.load_state_dict(self.stem.state_dict())
+            net.blocks[0].load_state_dict(self.first_block.state_dict())
+            targets = iter(net.blocks[1:])
+            for stage, depth in zip(self.stages, self.active_depths):
+                for j in range(depth):
+                    stage[j].copy_to(next(targets))
+            net.head.load_state_dict(self.head.state_dict())
+        finally:
+            self.set_active(previous)
+        return net.train(self.training)
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def _is_number(value: object, integer: bool) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, numbers.Integral if integer else numbers.Real)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if not _is_number(value, True) or int(value) < 1:  # type: ignore[call-overload]
+        raise ConfigError(f"ofa: {name} must be a positive integer, got {value!r}")
+    return int(value)  # type: ignore[call-overload]
+
+
+def _positive_number(name: str, value: object) -> float:
+    if not _is_number(value, False) or not float(value) > 0:  # type: ignore[arg-type]
+        raise ConfigError(f"ofa: {name} must be a positive number, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _choice_list(name: str, values: object, *, integer: bool) -> tuple:
+    """A non-empty, duplicate-free list of positive numbers, sorted ascending (integral floats become ints)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ConfigError(f"ofa: {name} must be a list of numbers, got {values!r}")
+    items = list(values)
+    kind = "integers" if integer else "numbers"
+    if not items or not all(_is_number(v, integer) and v > 0 for v in items):
+        raise ConfigError(f"ofa: {name} must be a non-empty list of positive {kind}, got {items!r}")
+    cleaned = [int(v) if integer or float(v).is_integer() else float(v) for v in items]
+    if len(set(cleaned)) != len(cleaned):
+        raise ConfigError(f"ofa: {name} has duplicate values: {items!r}")
+    return tuple(sorted(cleaned))
+
+
+def _list(key: str, value: object, length: int) -> list:
+    if not isinstance(value, (list, tuple)) or len(value) != length:
+        got = f"a list of length {len(value)}" if isinstance(value, (list, tuple)) else repr(value)
+        raise InvalidArchError(f'OFA architecture key "{key}" must be a list of {length} values, got {got}')
+    return list(value)
+
+
+def _pick(where: str, value: object, options: tuple) -> Value:
+    """The option equal to ``value`` (numbers only, no booleans) or a clear error."""
+    if _is_number(value, False):
+        for option in options:
+            if option == value:
+                return option
+    raise InvalidArchError(f"OFA architecture {where} = {value!r} is not allowed; choose one of {list(options)}")
