@@ -320,6 +320,8 @@ def run_search(cfg: DictConfig, run_dir: Path) -> Path:
     for trial in front:
         trial.metrics.setdefault("latency_source", "predicted")
         trial.metrics.setdefault("accuracy_source", "predicted")
+    # The front as it stands once measured values replace predicted ones (a point the predictor flattered may drop).
+    front = pareto_front(front, (ACCURACY, LATENCY))
     best_trial, budget_met = choose_best(candidates, budget_ms=constraints.latency_ms,
                                          tolerance=float(cfg.final.accuracy_tolerance))
     final = export_and_check(space, evaluator, target, best_trial.arch, data, run_dir)
