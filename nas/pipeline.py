@@ -95,38 +95,28 @@ def supernet_key(space_cfg: Mapping, data_cfg: Mapping, seed: int) -> str:
 
 def obtain_supernet(space: WeightSharingSpace, *, space_cfg: Mapping, data_cfg: Mapping, data, seed: int,
                     cache_dir: Path, progress: bool) -> tuple[torch.nn.Module, dict]:
-    """Load the supernet from an explicit checkpoint, the package's shipped one or the cache; else train it."""
-    from nas.checkpoint import load_checkpoint
-    from nas.training import TrainConfig, train_supernet
+    """Load the supernet from ``space.checkpoint`` or the cache; otherwise train it (resuming a cut-off run)."""
+    from nas.training import TrainConfig, load_trained_supernet, train_supernet
 
-    supernet = space.supernet()
     key = supernet_key(space_cfg, data_cfg, seed)
     explicit = space_cfg.get("checkpoint")
-    shipped = Path(__file__).resolve().parent.parent / "search_spaces" / "assets" / f"{space.name}-{key}.npz"
+    if explicit:
+        if not Path(explicit).is_file():
+            raise ConfigError(f"space.checkpoint={explicit} does not exist; give a supernet.npz path, or null to train")
+        supernet, meta = load_trained_supernet(explicit, space)
+        return supernet, {"source": "checkpoint", "path": str(explicit), "key": key, "train": meta.get("summary")}
     ckpt_dir = cache_dir / "supernets" / f"{space.name}-{key}"
-    for source, path in (("checkpoint", explicit), ("shipped", shipped), ("cache", ckpt_dir / "supernet.npz")):
-        if path and Path(path).is_file():
-            tensors, meta = load_checkpoint(Path(path))
-            _load_weights(supernet, tensors, path)
-            log.info("supernet loaded from %s (%s)", path, source)
-            return supernet, {"source": source, "path": str(path), "key": key, "train": meta.get("train_summary")}
-        if source == "checkpoint" and path:
-            raise ConfigError(f"space.checkpoint={path} does not exist; give a supernet.npz path or null to train/cache")
+    cached = ckpt_dir / "supernet.npz"
+    if cached.is_file():
+        supernet, meta = load_trained_supernet(cached, space)
+        log.info("supernet loaded from cache %s", cached)
+        return supernet, {"source": "cache", "path": str(cached), "key": key, "train": meta.get("summary")}
     train_cfg = TrainConfig(**dict(space_cfg.get("train") or {}), seed=seed)
+    supernet = space.supernet()
     started = time.time()
     summary = train_supernet(space, supernet, data, config=train_cfg, checkpoint_dir=ckpt_dir, progress=progress)
-    return supernet, {"source": "trained", "path": str(ckpt_dir / "supernet.npz"), "key": key,
+    return supernet, {"source": "trained", "path": str(cached), "key": key,
                       "train": summary, "train_seconds": round(time.time() - started, 1)}
-
-
-def _load_weights(supernet: torch.nn.Module, tensors: Mapping[str, torch.Tensor], path: object) -> None:
-    try:
-        supernet.load_state_dict(dict(tensors), strict=True)
-    except RuntimeError as exc:
-        raise ConfigError(
-            f"supernet checkpoint {path} does not match this space's config ({str(exc).splitlines()[0]}); "
-            "use the space options it was trained with, or remove it to retrain"
-        ) from None
 
 
 # ---------------------------------------------------------------------------------------------- predictors
@@ -149,7 +139,9 @@ def fit_accuracy_surrogate(space, evaluator, cfg: DictConfig, rng, progress: boo
     for arch in tqdm(archs, desc="accuracy of sampled subnets (shared weights, BN recalibrated)", disable=not progress):
         accuracies[arch_id(arch)] = float(evaluator.accuracy(arch))
     surrogate = fit_surrogate(space=space, archs=archs, values=list(accuracies.values()), metric="accuracy",
-                              predictor=cfg.accuracy.predictor, holdout=float(cfg.accuracy.holdout), seed=int(cfg.seed))
+                              predictor=cfg.accuracy.predictor, features=str(cfg.accuracy.features),
+                              predictor_kwargs={"log_target": bool(cfg.accuracy.log_target)},
+                              holdout=float(cfg.accuracy.holdout), seed=int(cfg.seed))
     return surrogate, accuracies
 
 
@@ -157,8 +149,8 @@ def fit_latency_surrogate(space, target, cfg: DictConfig, rng, progress: bool) -
     archs = sample_distinct(space, int(cfg.latency.samples), rng, include=_extremes(space))
     measurements = measure_archs(space, target, archs, progress=progress, desc=f"latency of sampled subnets on {target.name}")
     surrogate = fit_surrogate(space=space, archs=archs, values=[measurements[arch_id(a)]["median_ms"] for a in archs],
-                              metric="latency_ms", predictor=cfg.latency.predictor,
-                              predictor_kwargs={"log_target": True} if cfg.latency.predictor == "ridge" else None,
+                              metric="latency_ms", predictor=cfg.latency.predictor, features=str(cfg.latency.features),
+                              predictor_kwargs={"log_target": bool(cfg.latency.log_target)},
                               holdout=float(cfg.latency.holdout), seed=int(cfg.seed))
     return surrogate, measurements
 
@@ -299,8 +291,10 @@ def run_search(cfg: DictConfig, run_dir: Path) -> Path:
         lat_sur, measured = fit_latency_surrogate(space, target, cfg, rng, progress)
         timings["latency_samples"] = time.time() - clock
         predictors_info = {
-            "accuracy": {"predictor": cfg.accuracy.predictor, "samples": len(sampled_acc), "holdout": acc_sur.holdout_metrics},
-            "latency": {"predictor": cfg.latency.predictor, "samples": len(measured), "holdout": lat_sur.holdout_metrics},
+            "accuracy": {"predictor": cfg.accuracy.predictor, "features": acc_sur.features, "samples": len(sampled_acc),
+                         "holdout": acc_sur.holdout_metrics},
+            "latency": {"predictor": cfg.latency.predictor, "features": lat_sur.features, "samples": len(measured),
+                        "holdout": lat_sur.holdout_metrics},
         }
         clock = time.time()
         history = run_strategy(strategy, acc_sur, lat_sur, queries=int(cfg.budget.queries), progress=progress)

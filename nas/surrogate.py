@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
+from nas.errors import ConfigError
 from nas.registry import PREDICTORS
 from predictors.metrics import regression_metrics
 from search_spaces.base import SearchSpace
@@ -24,12 +26,27 @@ class Surrogate:
     metric: str
     predictor: object
     space: SearchSpace
+    features: str
     holdout_metrics: dict
 
     def predict(self, archs: Sequence[Mapping]) -> np.ndarray:
         if not archs:
             return np.zeros(0)
-        return np.asarray(self.predictor.predict(self.space.encode_many(archs)), dtype=np.float64)  # type: ignore[attr-defined]
+        X = featurize(self.space, archs, self.features)
+        return np.asarray(self.predictor.predict(X), dtype=np.float64)  # type: ignore[attr-defined]
+
+
+#: Feature sets a surrogate can use: the space's choice encoding, or its cost features (see
+#: :meth:`SearchSpace.cost_features`), which suit latency.
+FEATURES = ("encoding", "cost")
+
+
+def featurize(space: SearchSpace, archs: Sequence[Mapping], features: str) -> np.ndarray:
+    if features == "encoding":
+        return space.encode_many(archs)
+    if features == "cost":
+        return np.stack([space.cost_features(a) for a in archs])
+    raise ConfigError(f"unknown predictor features {features!r}; choose one of {list(FEATURES)}")
 
 
 def fit_surrogate(
@@ -40,6 +57,7 @@ def fit_surrogate(
     metric: str,
     predictor: str,
     predictor_kwargs: Mapping | None = None,
+    features: Literal["encoding", "cost"] = "encoding",
     holdout: float = 0.25,
     seed: int = 0,
 ) -> Surrogate:
@@ -51,7 +69,7 @@ def fit_surrogate(
     """
     if len(archs) != len(values):
         raise ValueError(f"{len(archs)} archs but {len(values)} values")
-    X = space.encode_many(archs)
+    X = featurize(space, archs, features)
     y = np.asarray(values, dtype=np.float64)
     factory = PREDICTORS.get(predictor)
     kwargs = dict(predictor_kwargs or {})
@@ -63,4 +81,4 @@ def fit_surrogate(
         model = factory(**kwargs).fit(X[train], y[train])
         holdout_metrics = regression_metrics(y[test], model.predict(X[test]))
     final = factory(**kwargs).fit(X, y)
-    return Surrogate(metric=metric, predictor=final, space=space, holdout_metrics=holdout_metrics)
+    return Surrogate(metric=metric, predictor=final, space=space, features=features, holdout_metrics=holdout_metrics)

@@ -120,6 +120,11 @@ class SearchSpace(abc.ABC):
         """``encode`` stacked into a ``(len(archs), dim)`` array."""
         return np.stack([self.encode(a) for a in archs]) if archs else np.zeros((0, 0), dtype=np.float32)
 
+    def cost_features(self, arch: Mapping[str, Value]) -> np.ndarray:
+        """Fixed-length features that latency is close to linear in (work and memory traffic per part of the
+        network), so a latency model fits from few measurements. Default: :meth:`encode`."""
+        return self.encode(arch)
+
     # ------------------------------------------------------------------ public string form
     def to_public(self, arch: Mapping[str, Value]) -> object:
         """The arch in the space's own published form (for example OFA's ``{"ks", "e", "d", "r"}``).

@@ -187,6 +187,29 @@ class OFASpace(WeightSharingSpace):
         return self.canonical(arch)
 
     # ------------------------------------------------------------------ predictor encoding
+    def cost_features(self, arch: Mapping[str, Value]) -> np.ndarray:
+        """Per stage (the fixed first block counts as stage 0): pointwise MACs, depthwise MACs, elements of
+        the expanded activations (memory traffic of the element-wise ops) and block count (per-op overhead,
+        which dominates small inputs); then stem + head MACs. Units: millions (MACs), 1e5 (elements)."""
+        arch = self.canonical(arch)
+        spec = self.net_spec(arch)
+        side = -(-int(arch["resolution"]) // 2)  # after the stride-2 stem
+        stem_head = side * side * spec.in_channels * spec.stem_channels * 9
+        per_stage = np.zeros((NUM_STAGES + 1, 4))
+        stage = 0
+        for index, block in enumerate(spec.blocks):
+            if index > 0 and (block.stride != 1 or block.in_channels != block.out_channels):
+                stage += 1
+            out_side = -(-side // block.stride)
+            mid = block.mid_channels
+            pointwise = (side * side * block.in_channels * mid if block.has_expand_conv else 0) + out_side**2 * mid * block.out_channels
+            per_stage[stage] += (pointwise / 1e6, out_side**2 * mid * block.kernel**2 / 1e6, out_side**2 * mid / 1e5, 1.0)
+            side = out_side
+        last = spec.blocks[-1].out_channels
+        stem_head += side * side * last * spec.final_expand_channels + spec.final_expand_channels * spec.feature_mix_channels
+        stem_head += spec.feature_mix_channels * spec.num_classes
+        return np.concatenate([per_stage.ravel(), [stem_head / 1e6]]).astype(np.float64)
+
     def encode(self, arch: Mapping[str, Value]) -> np.ndarray:
         """OFA accuracy-predictor features: per block slot one-hot kernel + one-hot expand (zeros when the
         slot is inactive), then one-hot resolution."""

@@ -342,3 +342,16 @@ def test_cli_errors_are_one_line(argv: list[str], message: str, capsys: pytest.C
 def test_cli_list(capsys: pytest.CaptureFixture) -> None:
     assert cli_main(["list"]) == 0
     assert "ofa" in capsys.readouterr().out.split()
+
+
+def test_cost_features_fixed_length_and_monotone_in_size():
+    from search_spaces.ofa import OFASpace
+
+    space = OFASpace(width_mult=0.5, num_classes=10, in_channels=1, resolutions=(24, 28, 32))
+    rng = np.random.default_rng(0)
+    lengths = {space.cost_features(space.sample(rng)).shape for _ in range(10)}
+    assert len(lengths) == 1
+    big, small = space.cost_features(space.largest()), space.cost_features(space.smallest())
+    assert np.all(big >= small) and big.sum() > 2 * small.sum()
+    arch = space.sample(rng)
+    assert np.array_equal(space.cost_features(arch), space.cost_features(dict(arch)))
