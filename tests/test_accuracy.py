@@ -12,17 +12,9 @@ from nas.accuracy import SupernetEvaluator, evaluate, recalibrate_bn, resize_bat
 from nas.data import load_data
 from nas.errors import ConfigError, DataError
 
-# The elastic toy weight-sharing space is defined with the training tests.
-from tests.test_training import ElasticToySpace, ElasticToySupernet, make_supernet
+from tests.toy_space import ElasticToySpace, ElasticToySupernet, make_supernet
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one thread is faster, and immune to other processes on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
