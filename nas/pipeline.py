@@ -24,6 +24,8 @@ from search_spaces.base import SearchSpace, WeightSharingSpace
 
 log = logging.getLogger("nas.search")
 
+#: ``evaluator=`` choices: accuracy from a trained supernet's shared weights, or looked up in a table.
+EVALUATORS = ("supernet", "tabular")
 # Keys of a space config that are not constructor arguments of the space.
 _SPACE_META_KEYS = ("name", "train", "checkpoint")
 
@@ -48,10 +50,11 @@ def _missing_value_guard(cfg: DictConfig) -> None:
         raise ConfigError(f"missing required config value(s) {missing}: set them on the command line, e.g. {missing[0]}=...")
 
 
-def make_space(space_cfg: Mapping, *, num_classes: int, in_channels: int) -> SearchSpace:
+def make_space(space_cfg: Mapping, **data_shape: int) -> SearchSpace:
+    """The configured space; ``data_shape`` (``num_classes``, ``in_channels``) comes from the data when there is any."""
     factory = SPACES.get(space_cfg["name"])
     kwargs = {k: v for k, v in space_cfg.items() if k not in _SPACE_META_KEYS}
-    kwargs.update(num_classes=num_classes, in_channels=in_channels)
+    kwargs.update(data_shape)
     try:
         return factory(**kwargs)
     except TypeError as exc:
@@ -257,6 +260,17 @@ def run_search(cfg: DictConfig, run_dir: Path) -> Path:
     progress = bool(cfg.progress)
     constraints = Constraints(latency_ms=cfg.constraint.latency_ms)
     objectives_for(str(cfg.objective))
+    evaluator_name = str(cfg.evaluator.name)
+    if evaluator_name not in EVALUATORS:
+        raise ConfigError(f"unknown evaluator {evaluator_name!r}; valid choices: {', '.join(EVALUATORS)}")
+    if evaluator_name == "tabular":
+        from nas.tabular import run_tabular_search
+
+        space = make_space(space_cfg)
+        return run_tabular_search(
+            cfg, run_dir, space=space, target=make_target(target_cfg),
+            strategy_factory=lambda: make_strategy(dict(cfg.strategy), space=space, objective=str(cfg.objective),
+                                                   constraints=constraints, seed=seed))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     timings: dict[str, float] = {}
@@ -270,7 +284,8 @@ def run_search(cfg: DictConfig, run_dir: Path) -> Path:
                                                      constraints=constraints, seed=seed)
     target = make_target(target_cfg)
     if not isinstance(space, WeightSharingSpace):
-        raise ConfigError(f"space {space.name!r} has no supernet; this command needs a weight-sharing space (ofa)")
+        raise ConfigError(f"space {space.name!r} has no supernet to estimate accuracy with: use evaluator=tabular "
+                          f"(accuracy from a table) or a weight-sharing space (ofa)")
 
     supernet, supernet_info = obtain_supernet(space, space_cfg=space_cfg, data_cfg=data_cfg, data=data, seed=seed,
                                               cache_dir=Path(str(cfg.cache_dir)).expanduser(), progress=progress)

@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 # Modules whose import registers the built-in implementations, per registry kind.
 _BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
-    "space": ("search_spaces.ofa",),
+    "space": ("search_spaces.ofa", "search_spaces.nb201", "search_spaces.fbnet"),
     "strategy": ("nas.strategies.evolution", "nas.strategies.random_search"),
     "predictor": ("predictors.ridge", "predictors.mlp"),
     "target": ("nas.hardware.targets",),

@@ -45,8 +45,13 @@ def plot_pareto(
     best: Mapping | None,
     budget_ms: float | None,
     title: str,
+    accuracy_scale: float = 100.0,
+    history_label: str = "scored by predictors",
 ) -> Path:
-    """Accuracy vs latency: every scored arch, the front (measured points marked), the budget and the pick."""
+    """Accuracy vs latency: every scored arch, the front (by where its latencies came from), the budget and the pick.
+
+    ``accuracy_scale`` turns the accuracies into percent (100 for fractions, 1 for tables already in percent).
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # headless machines; set here, not at import, to avoid a global side effect
@@ -56,31 +61,30 @@ def plot_pareto(
     if history:
         ax.scatter(
             [h["latency_ms"] for h in history],
-            [100 * h["accuracy"] for h in history],
+            [accuracy_scale * h["accuracy"] for h in history],
             s=6,
             c="#b8c4d6",
-            label=f"scored by predictors ({len(history)})",
+            label=f"{history_label} ({len(history)})",
             zorder=1,
         )
     if pareto:
         xs = [p["latency_ms"] for p in pareto]
-        ys = [100 * p["accuracy"] for p in pareto]
+        ys = [accuracy_scale * p["accuracy"] for p in pareto]
         ax.step(xs, ys, where="post", color="#1f5fa8", lw=1.5, zorder=2)
-        measured = [p for p in pareto if p.get("latency_source") == "measured"]
-        predicted = [p for p in pareto if p.get("latency_source") != "measured"]
-        if predicted:
-            ax.scatter([p["latency_ms"] for p in predicted], [100 * p["accuracy"] for p in predicted], s=28,
-                       facecolors="white", edgecolors="#1f5fa8", label="Pareto front (predicted latency)", zorder=3)
-        if measured:
-            ax.scatter([p["latency_ms"] for p in measured], [100 * p["accuracy"] for p in measured], s=36,
-                       c="#1f5fa8", label="Pareto front (measured latency)", zorder=4)
+        for source in sorted({p.get("latency_source", "predicted") for p in pareto}):
+            points = [p for p in pareto if p.get("latency_source", "predicted") == source]
+            filled = source != "predicted"
+            ax.scatter([p["latency_ms"] for p in points], [accuracy_scale * p["accuracy"] for p in points],
+                       s=36 if filled else 28, c="#1f5fa8" if filled else "white", edgecolors="#1f5fa8",
+                       label=f"Pareto front ({source} latency)", zorder=4 if filled else 3)
     if budget_ms is not None:
         ax.axvline(budget_ms, color="#c0392b", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
     if best is not None:
-        ax.scatter([best["measured_latency_ms"]], [100 * best["accuracy"]], marker="*", s=260, c="#e67e22",
-                   edgecolors="black", label="chosen (measured)", zorder=5)
+        latency = best.get("measured_latency_ms", best.get("latency_ms"))
+        ax.scatter([latency], [accuracy_scale * best["accuracy"]], marker="*", s=260, c="#e67e22",
+                   edgecolors="black", label="chosen", zorder=5)
     ax.set_xlabel("latency on target (ms, batch 1)")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel("accuracy (%)" if accuracy_scale == 100.0 else "accuracy")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")

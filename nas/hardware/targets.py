@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from nas.arch import Value, arch_id
@@ -22,6 +23,7 @@ from nas.errors import ConfigError
 from nas.export import check_input_shape, export_onnx
 from nas.hardware.measure import MeasureConfig, Measurement, device_description, measure_onnx
 from nas.registry import register_target
+from nas.tables import TABLE_DEVICES, load_table, shipped_table
 from search_spaces.base import SearchSpace
 
 
@@ -65,6 +67,10 @@ class Target(abc.ABC):
         arch = space.validate(arch)
         model = space.build(arch)
         return self.measure_model(model, space.input_shape(arch), name=arch_id(arch))
+
+    def latency_ms(self, space: SearchSpace, arch: Mapping[str, Value]) -> float:
+        """Latency of ``arch`` in ms (the median of a measurement; table targets look it up instead)."""
+        return self.measure(space, arch).median_ms
 
     def measure_many(
         self, space: SearchSpace, archs: Iterable[Mapping[str, Value]], *, progress: bool = True
@@ -113,3 +119,67 @@ class LocalCPUTarget(Target):
 
     def measure_onnx_file(self, path: Path, input_shape: Sequence[int]) -> Measurement:
         return measure_onnx(Path(path), check_input_shape(input_shape), self.config)
+
+
+class TableTarget(Target):
+    """Latencies looked up in a table of measurements (one row per architecture, one column per device).
+
+    Nothing is run: ``latency_ms`` reads the row of the arch. With ``table`` unset the table shipped for the
+    space is used (NAS-Bench-201 and FBNet latencies from HW-NAS-Bench / HELP, see ``nas/tables.py``).
+    """
+
+    name = "table"
+    latency_source = "table"
+
+    def __init__(self, *, table: str | None = None, arch_column: str | None = None, latency_column: str | None = None,
+                 device: str | None = None) -> None:
+        super().__init__()
+        self.table = table
+        self.arch_column = arch_column
+        self.latency_column = latency_column or device
+        if not self.latency_column:
+            raise ConfigError("target=table needs target.latency_column=COLUMN (the table's latency column, in ms)")
+        if table is not None and not arch_column:
+            raise ConfigError("target=table with target.table=FILE needs target.arch_column=COLUMN too")
+        self.device = device or self.latency_column
+
+    def _table(self, space: SearchSpace):
+        if self.table is None:
+            entry = shipped_table(space.name)
+            path, arch_column = str(entry["path"]), str(entry["arch_column"])
+        else:
+            path, arch_column = str(self.table), str(self.arch_column)
+        return load_table(path, space, arch_column, (self.latency_column,))
+
+    def latency_ms(self, space: SearchSpace, arch: Mapping[str, Value]) -> float:
+        return self._table(space).lookup(space.validate(arch), self.latency_column)
+
+    def fastest_ms(self, space: SearchSpace) -> float:
+        """The smallest latency in the table: a budget below it cannot be met."""
+        return float(np.nanmin(self._table(space).values[self.latency_column]))
+
+    def describe(self) -> dict[str, Any]:
+        return {"target": self.name, "device": self.device, "latency_source": self.latency_source,
+                "table": self.table or "shipped", "latency_column": self.latency_column}
+
+    def measure_onnx_file(self, path: Path, input_shape: tuple[int, int, int]) -> Measurement:
+        raise ConfigError(f"target {self.name!r} looks latencies up in a table and cannot time an ONNX file; "
+                          f"use a measuring target such as +target=cpu")
+
+
+def _register_table_device(device: str) -> None:
+    @register_target(device)
+    class _DeviceTable(TableTarget):
+        __doc__ = f"Latency on {device} from the table shipped for the space (ms, batch 1)."
+        name = device
+
+        def __init__(self, **kwargs) -> None:
+            kwargs.setdefault("device", device)
+            super().__init__(**kwargs)
+
+    _DeviceTable.__name__ = _DeviceTable.__qualname__ = f"TableTarget[{device}]"
+
+
+register_target("table")(TableTarget)
+for _device in TABLE_DEVICES:
+    _register_table_device(_device)
