@@ -161,3 +161,18 @@ def pareto_front(trials: Sequence[Trial], objectives: Sequence[Objective], const
             seen.add(key)
             front.append(items[i])
     return front
+
+
+def hypervolume_2d(losses: np.ndarray, reference: Sequence[float]) -> float:
+    """Area dominated by 2-objective ``losses`` (smaller is better) and bounded by ``reference``: the union of
+    the boxes ``[point, reference]``. Points not strictly better than the reference in both add nothing."""
+    pts = np.asarray(losses, dtype=np.float64).reshape(-1, 2)
+    ref = np.asarray(reference, dtype=np.float64)
+    pts = pts[np.all(pts < ref, axis=1)]
+    pts = pts[np.lexsort((pts[:, 1], pts[:, 0]))]  # by first loss, ties by second
+    area, best_second = 0.0, ref[1]
+    for first, second in pts:  # each point that lowers the second loss adds a horizontal strip
+        if second < best_second:
+            area += (ref[0] - first) * (best_second - second)
+            best_second = second
+    return float(area)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from nas.arch import Arch
+from nas.arch import Arch, arch_id
 from nas.errors import ConfigError
-from nas.objectives import Constraints, Objective
+from nas.objectives import Constraints, Objective, loss_matrix, non_dominated_sort
 from search_spaces.base import SearchSpace
 
 
@@ -67,3 +67,31 @@ class Strategy(abc.ABC):
         missing = [o.name for o in self.objectives if o.name not in metrics]
         if missing:
             raise ValueError(f"metrics {dict(metrics)} lack objective values for {missing}")
+
+
+def preference_order(strategy: Strategy, metrics: Sequence[Mapping[str, float]]) -> np.ndarray:
+    """Indices of ``metrics`` from best to worst for ``strategy``'s objectives and constraints.
+
+    Constrained domination first (feasible before infeasible, infeasible by violation), then the
+    non-domination rank, then, inside a rank, the first objective (e.g. accuracy). With one objective this is
+    simply feasible-best-first.
+    """
+    if not metrics:
+        return np.zeros(0, dtype=int)
+    losses = loss_matrix(metrics, strategy.objectives)
+    violations = np.array([strategy.constraints.violation(m) for m in metrics])
+    rank = np.empty(len(metrics), dtype=int)
+    for r, front in enumerate(non_dominated_sort(losses, violations)):
+        rank[front] = r
+    return np.lexsort((losses[:, 0], rank))
+
+
+def draw_unseen(propose: Callable[[], Arch], seen: set[str], *, tries: int = 20) -> Arch:
+    """``propose()`` until it gives an arch whose id is not in ``seen`` (the last try is kept regardless, so a
+    nearly exhausted space still yields); the arch's id is added to ``seen``."""
+    for _ in range(tries):
+        arch = propose()
+        if arch_id(arch) not in seen:
+            break
+    seen.add(arch_id(arch))
+    return arch

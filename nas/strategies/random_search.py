@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from nas.arch import Arch, arch_id
+from nas.arch import Arch
 from nas.registry import register_strategy
-from nas.strategies.base import Strategy
+from nas.strategies.base import Strategy, draw_unseen
 
 
 @register_strategy("random")
@@ -20,12 +20,7 @@ class RandomSearch(Strategy):
         self._seen: set[str] = set()
 
     def ask(self) -> Arch:
-        for _ in range(16):
-            arch = self.space.sample(self.rng)
-            if arch_id(arch) not in self._seen:
-                break
-        self._seen.add(arch_id(arch))
-        return arch
+        return draw_unseen(lambda: self.space.sample(self.rng), self._seen, tries=16)
 
     def tell(self, arch: Mapping, metrics: Mapping[str, float]) -> None:
         self._check_metrics(metrics)
