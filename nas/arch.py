@@ -24,6 +24,7 @@ Value = Union[int, float, str, bool]
 Arch = dict[str, Value]
 
 _ID_LENGTH = 16
+_SCALAR_TYPES = (int, float, str, bool)
 
 
 def canonical_json(arch: Mapping[str, Value]) -> str:
@@ -42,6 +43,8 @@ def check_flat(arch: object) -> None:
     if not isinstance(arch, Mapping):
         raise InvalidArchError(f"an architecture must be a JSON object of label -> value, got {type(arch).__name__}")
     for key, value in arch.items():
+        if type(key) is str and type(value) in _SCALAR_TYPES:  # the common case, checked cheaply (ids are hot)
+            continue
         if not isinstance(key, str):
             raise InvalidArchError(f"architecture labels must be strings, got {key!r}")
         if isinstance(value, bool) or isinstance(value, (int, float, str)):

@@ -176,3 +176,23 @@ def hypervolume_2d(losses: np.ndarray, reference: Sequence[float]) -> float:
             area += (ref[0] - first) * (best_second - second)
             best_second = second
     return float(area)
+
+
+def hypervolume_gains_2d(front: np.ndarray, candidates: np.ndarray, reference: Sequence[float]) -> np.ndarray:
+    """For each candidate (a row of 2 losses), the hypervolume it would add to ``front`` (vectorised).
+
+    The region the front dominates is a staircase: left of the front's first point nothing, then between
+    consecutive first-loss breakpoints the best second loss so far. A candidate adds, over each step it
+    overlaps, the width times how far it lies below the step.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    pts = np.asarray(front, dtype=np.float64).reshape(-1, 2)
+    pts = pts[np.all(pts < ref, axis=1)]
+    pts = pts[np.argsort(pts[:, 0], kind="stable")]
+    starts = np.concatenate([[-np.inf], pts[:, 0]])
+    ends = np.concatenate([pts[:, 0], [ref[0]]])
+    heights = np.minimum.accumulate(np.concatenate([[ref[1]], pts[:, 1]]))  # step height on [start, end)
+    c = np.asarray(candidates, dtype=np.float64).reshape(-1, 2)
+    widths = np.clip(np.minimum(ends[None, :], ref[0]) - np.maximum(starts[None, :], c[:, :1]), 0.0, None)
+    depths = np.clip(heights[None, :] - c[:, 1:2], 0.0, None)
+    return (widths * depths).sum(axis=1)

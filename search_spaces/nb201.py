@@ -15,6 +15,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,6 +29,9 @@ OPS = ("none", "skip_connect", "avg_pool_3x3", "nor_conv_1x1", "nor_conv_3x3")
 #: ``(to_node, from_node)`` of each edge, in the order of the public string.
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 LABELS = tuple(f"node{j}.in{i}" for j, i in EDGES)
+#: The input-to-output paths of the cell, as indices into ``EDGES``: 0->3, 0->1->3, 0->2->3, 0->1->2->3.
+_PATHS = ((3,), (0, 4), (1, 5), (0, 2, 5))
+_PATH_FEATURES = sum((len(OPS) - 1) ** len(path) for path in _PATHS)
 
 
 def edges_with_path(arch: Mapping[str, Value]) -> bool:
@@ -74,6 +78,24 @@ class NB201Space(SearchSpace):
         arch = self.validate(arch)
         return NB201Network([str(arch[label]) for label in LABELS], num_classes=self.num_classes,
                             in_channels=self.in_channels, channels=self.channels, cells_per_stage=self.cells_per_stage)
+
+    def encode(self, arch: Mapping[str, Value]) -> np.ndarray:
+        """One-hot op per edge, then a path encoding (BANANAS, White et al. 2021): one feature per sequence of
+        ops along each of the 4 input-to-output paths, set when the path carries no ``none``. Path features let
+        a linear model see connectivity (an edge matters only if it lies on a live path), which one-hot cannot."""
+        one_hot = super().encode(arch)
+        ops = [OPS.index(str(arch[label])) for label in LABELS]
+        paths = np.zeros(_PATH_FEATURES, dtype=np.float32)
+        offset = 0
+        for path in _PATHS:
+            live = [ops[k] - 1 for k in path]  # 'none' is op 0: it cuts the path
+            if min(live) >= 0:
+                index = 0
+                for op in live:
+                    index = index * (len(OPS) - 1) + op
+                paths[offset + index] = 1.0
+            offset += (len(OPS) - 1) ** len(path)
+        return np.concatenate([one_hot, paths])
 
     # ------------------------------------------------------------------ public string form
     def to_public(self, arch: Mapping[str, Value]) -> str:

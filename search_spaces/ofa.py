@@ -83,6 +83,10 @@ class OFASpace(WeightSharingSpace):
         self.final_expand_channels = make_divisible(_FINAL_EXPAND * w)
         self.feature_mix_channels = make_divisible(_FEATURE_MIX * w)
         self._choices = self._make_choices()
+        # value -> stored option per label (3.0 -> 3), and per-block cost features, memoised for speed:
+        # canonical() and cost_features() run for every candidate a predictor-scored search looks at.
+        self._stored = {label: {o: o for o in options} for label, options in self._choices.items()}
+        self._block_costs: dict[tuple, np.ndarray] = {}
 
     # ------------------------------------------------------------------ definition
     def _make_choices(self) -> dict[str, tuple[Value, ...]]:
@@ -112,14 +116,14 @@ class OFASpace(WeightSharingSpace):
 
     def canonical(self, arch: Mapping[str, Value]) -> Arch:
         out: Arch = {}
-        for label, options in self._choices.items():
+        for label, stored in self._stored.items():
             value = arch[label]
             # Map 3.0 -> 3 (the stored option) so equal archs serialise, and hash, identically.
-            out[label] = next((o for o in options if o == value and not isinstance(value, bool)), value)
+            out[label] = value if isinstance(value, bool) else stored.get(value, value)
         for i in range(1, NUM_STAGES + 1):
             depth = out[f"stage{i}.depth"]
-            for j in range(self.max_depth):
-                if isinstance(depth, int) and j >= depth:
+            if isinstance(depth, int):
+                for j in range(depth, self.max_depth):
                     out[f"stage{i}.block{j}.kernel"] = self.kernel_sizes[0]
                     out[f"stage{i}.block{j}.expand"] = self.expand_ratios[0]
         return out
@@ -190,25 +194,50 @@ class OFASpace(WeightSharingSpace):
     def cost_features(self, arch: Mapping[str, Value]) -> np.ndarray:
         """Per stage (the fixed first block counts as stage 0): pointwise MACs, depthwise MACs, elements of
         the expanded activations (memory traffic of the element-wise ops) and block count (per-op overhead,
-        which dominates small inputs); then stem + head MACs. Units: millions (MACs), 1e5 (elements)."""
+        which dominates small inputs); then stem + head MACs. Units: millions (MACs), 1e5 (elements).
+
+        Each block's share depends only on (resolution, stage, slot, kernel, expand), so it is memoised."""
         arch = self.canonical(arch)
-        spec = self.net_spec(arch)
-        side = -(-int(arch["resolution"]) // 2)  # after the stride-2 stem
-        stem_head = side * side * spec.in_channels * spec.stem_channels * 9
-        per_stage = np.zeros((NUM_STAGES + 1, 4))
-        stage = 0
-        for index, block in enumerate(spec.blocks):
-            if index > 0 and (block.stride != 1 or block.in_channels != block.out_channels):
-                stage += 1
-            out_side = -(-side // block.stride)
-            mid = block.mid_channels
-            pointwise = (side * side * block.in_channels * mid if block.has_expand_conv else 0) + out_side**2 * mid * block.out_channels
-            per_stage[stage] += (pointwise / 1e6, out_side**2 * mid * block.kernel**2 / 1e6, out_side**2 * mid / 1e5, 1.0)
-            side = out_side
-        last = spec.blocks[-1].out_channels
-        stem_head += side * side * last * spec.final_expand_channels + spec.final_expand_channels * spec.feature_mix_channels
-        stem_head += spec.feature_mix_channels * spec.num_classes
-        return np.concatenate([per_stage.ravel(), [stem_head / 1e6]]).astype(np.float64)
+        r = int(arch["resolution"])
+        features = np.zeros(4 * (NUM_STAGES + 1) + 1)
+        features[0:4] = self._block_cost(r, 0, 0, 3, 1)
+        for i in range(1, NUM_STAGES + 1):
+            for j in range(int(arch[f"stage{i}.depth"])):
+                features[4 * i : 4 * i + 4] += self._block_cost(
+                    r, i, j, int(arch[f"stage{i}.block{j}.kernel"]), arch[f"stage{i}.block{j}.expand"])
+        features[-1] = self._block_cost(r, -1, 0, 0, 0)[0]
+        return features
+
+    def _sides(self, r: int) -> list[int]:
+        """Feature-map side after the stride-2 stem, then after each stage."""
+        sides = [-(-r // 2)]
+        for stride in _STAGE_STRIDES:
+            sides.append(-(-sides[-1] // stride))
+        return sides
+
+    def _block_cost(self, r: int, stage: int, block: int, kernel: int, expand: Value) -> np.ndarray:
+        key = (r, stage, block, kernel, expand)
+        cost = self._block_costs.get(key)
+        if cost is not None:
+            return cost
+        sides = self._sides(r)
+        if stage == -1:  # stem and head MACs
+            last = self.stage_widths[-1]
+            macs = sides[0] ** 2 * self.in_channels * self.stem_channels * 9
+            macs += sides[-1] ** 2 * last * self.final_expand_channels
+            macs += self.final_expand_channels * self.feature_mix_channels + self.feature_mix_channels * self.num_classes
+            cost = np.array([macs / 1e6, 0.0, 0.0, 0.0])
+        else:
+            if stage == 0:
+                spec, side_in, side_out = BlockSpec(self.stem_channels, self.first_block_channels, 3, 1, 1, "relu", False), sides[0], sides[0]
+            else:
+                spec = self._block_spec(stage, block, kernel, expand)
+                side_in, side_out = (sides[stage - 1] if block == 0 else sides[stage]), sides[stage]
+            mid = spec.mid_channels
+            pointwise = (side_in**2 * spec.in_channels * mid if spec.has_expand_conv else 0) + side_out**2 * mid * spec.out_channels
+            cost = np.array([pointwise / 1e6, side_out**2 * mid * spec.kernel**2 / 1e6, side_out**2 * mid / 1e5, 1.0])
+        self._block_costs[key] = cost
+        return cost
 
     def encode(self, arch: Mapping[str, Value]) -> np.ndarray:
         """OFA accuracy-predictor features: per block slot one-hot kernel + one-hot expand (zeros when the

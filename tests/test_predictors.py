@@ -81,7 +81,7 @@ def test_incompatible_predictor_files_are_model_errors(tmp_path: Path) -> None:
     meta_path = saved / "predictor.json"
     good = json.loads(meta_path.read_text())
     for change, message in (
-        ({"type": "gbdt"}, "unknown predictor type"),
+        ({"type": "no_such_predictor"}, "unknown predictor type"),
         ({"format_version": 99}, "format version 99"),
         ({"feature_dim": 9}, "incompatible"),
         ({"hyperparameters": {"alphas": []}}, "invalid hyperparameters"),
@@ -193,3 +193,17 @@ def test_ridge_ranks_nb201_raspi4_latency() -> None:
     metrics = regression_metrics(y[test], ridge.predict(X[test]))
     assert metrics["n"] == 2000
     assert metrics["spearman"] > 0.8, metrics
+
+
+def test_gbdt_learns_an_interaction_a_linear_model_cannot() -> None:
+    """y = x0 AND x1: boosted trees fit it, ridge (additive) cannot; predictions survive save/load."""
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 2, size=(200, 6)).astype(float)
+    y = X[:, 0] * X[:, 1] + 0.01 * rng.normal(size=200)
+    from predictors.gbdt import GBDTPredictor
+
+    trees = GBDTPredictor(n_trees=100, learning_rate=0.1).fit(X[:150], y[:150])
+    linear = RidgePredictor().fit(X[:150], y[:150])
+    tree_err = np.abs(trees.predict(X[150:]) - y[150:]).mean()
+    linear_err = np.abs(linear.predict(X[150:]) - y[150:]).mean()
+    assert tree_err < 0.05 < linear_err

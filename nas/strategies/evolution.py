@@ -78,9 +78,10 @@ class EvolutionStrategy(Strategy):
                     child = self.space.sample(self.rng)
                 else:
                     child = self._make_child()
-                if arch_id(child) not in self._seen or attempt == 19:
+                key = arch_id(child)
+                if key not in self._seen or attempt == 19:
                     break
-            self._seen.add(arch_id(child))
+            self._seen.add(key)
             children.append(child)
         return children
 

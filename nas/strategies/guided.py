@@ -26,7 +26,7 @@ import numpy as np
 
 from nas.arch import Arch, arch_id
 from nas.errors import ConfigError
-from nas.objectives import LATENCY, hypervolume_2d, loss_matrix, non_dominated_sort
+from nas.objectives import LATENCY, hypervolume_gains_2d, loss_matrix, non_dominated_sort
 from nas.registry import register_strategy
 from nas.strategies.base import Strategy, draw_unseen, preference_order
 
@@ -35,7 +35,7 @@ from nas.strategies.base import Strategy, draw_unseen, preference_order
 class PredictorGuidedSearch(Strategy):
     name = "guided"
 
-    def __init__(self, *, initial: int = 10, ensemble: int = 5, ucb: float = 1.0, parents: int = 10,
+    def __init__(self, *, initial: int = 10, ensemble: int = 5, ucb: float = 0.5, parents: int = 10,
                  mutants: int = 30, random_candidates: int = 100, ridge: float = 1.0, **kwargs) -> None:
         super().__init__(**kwargs)
         for key, value, low in (("initial", initial, 2), ("ensemble", ensemble, 1), ("parents", parents, 1),
@@ -51,6 +51,7 @@ class PredictorGuidedSearch(Strategy):
         self._history: list[dict] = []  # {"arch", "metrics"} in tell order
         self._asked = 0
         self._seen: set[str] = set()
+        self._codes: dict[str, np.ndarray] = {}  # arch id -> encoding (derived, so not part of the state)
 
     # ------------------------------------------------------------------ ask / tell
     def ask(self) -> Arch:
@@ -71,8 +72,16 @@ class PredictorGuidedSearch(Strategy):
 
     # ------------------------------------------------------------------ internals
     def _candidates(self) -> list[Arch]:
-        order = preference_order(self, [h["metrics"] for h in self._history])
-        parents = [self._history[i]["arch"] for i in order[: self.parents]]
+        metrics = [h["metrics"] for h in self._history]
+        order = preference_order(self, metrics)
+        # With two objectives every point of the current front is a parent (the fast end of the front needs
+        # neighbours as much as the accurate end); ``parents`` is then a minimum.
+        n_parents = self.parents
+        if len(self.objectives) > 1:
+            losses = loss_matrix(metrics, self.objectives)
+            violations = np.array([self.constraints.violation(m) for m in metrics])
+            n_parents = max(n_parents, len(non_dominated_sort(losses, violations)[0]))
+        parents = [self._history[i]["arch"] for i in order[:n_parents]]
         pool: dict[str, Arch] = {}
         choices = self.space.choices()
         for parent in parents:
@@ -81,13 +90,28 @@ class PredictorGuidedSearch(Strategy):
                     if value != parent[label]:
                         child = self.space.canonical({**parent, label: value})
                         pool.setdefault(arch_id(child), child)
-            for _ in range(self.mutants):
-                child = self.space.mutate(self.space.mutate(parent, self.rng), self.rng)
+            labels = list(choices)
+            for _ in range(self.mutants):  # two labels changed at once
+                child = dict(parent)
+                for k in self.rng.choice(len(labels), size=min(2, len(labels)), replace=False):
+                    options = choices[labels[k]]
+                    child[labels[k]] = options[int(self.rng.integers(len(options)))]
+                child = self.space.canonical(child)
                 pool.setdefault(arch_id(child), child)
         for _ in range(self.random_candidates):
             child = self.space.sample(self.rng)
             pool.setdefault(arch_id(child), child)
         return [arch for key, arch in pool.items() if key not in self._seen]
+
+    def _encode(self, archs: list[Arch]) -> np.ndarray:
+        rows = []
+        for arch in archs:
+            key = arch_id(arch)
+            code = self._codes.get(key)
+            if code is None:
+                code = self._codes[key] = self.space.encode(arch).astype(np.float64)
+            rows.append(code)
+        return np.stack(rows)
 
     def _predict(self, metric: str, X: np.ndarray, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and spread over the ensemble of ``metric`` for the candidates (on a log scale for latency)."""
@@ -106,8 +130,8 @@ class PredictorGuidedSearch(Strategy):
         return P.mean(axis=0), P.std(axis=0)
 
     def _acquisition(self, candidates: list[Arch]) -> np.ndarray:
-        X = self.space.encode_many([h["arch"] for h in self._history]).astype(np.float64)
-        Xc = self.space.encode_many(candidates).astype(np.float64)
+        X = self._encode([h["arch"] for h in self._history])
+        Xc = self._encode(candidates)
         # Optimistic loss of each candidate for each objective (smaller is better).
         optimistic = []
         for objective in self.objectives:
@@ -131,8 +155,7 @@ class PredictorGuidedSearch(Strategy):
         front = told[non_dominated_sort(told, violations)[0]]
         span = np.maximum(told.max(axis=0) - told.min(axis=0), 1e-12)
         reference = told.max(axis=0) + 0.1 * span
-        base = hypervolume_2d(front, reference)
-        gain = np.array([hypervolume_2d(np.vstack([front, c]), reference) - base for c in candidate_losses])
+        gain = hypervolume_gains_2d(front, candidate_losses, reference)
         if gain.max() <= 0:  # nothing predicted to extend the front: the candidate closest to it
             distance = np.min(np.linalg.norm((candidate_losses[:, None, :] - front[None]) / span, axis=2), axis=1)
             return -distance
