@@ -83,6 +83,11 @@ def plot_pareto(
         latency = best.get("measured_latency_ms", best.get("latency_ms"))
         ax.scatter([latency], [accuracy_scale * best["accuracy"]], marker="*", s=260, c="#e67e22",
                    edgecolors="black", label="chosen", zorder=5)
+    values = [accuracy_scale * h["accuracy"] for h in history] + [accuracy_scale * p["accuracy"] for p in pareto]
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if len(values) > 20:  # zoom on where the trade-off is: degenerate networks (e.g. 10 %) would squash it
+        low, high = float(np.percentile(values, 5)), max(values)
+        ax.set_ylim(bottom=low - 0.1 * (high - low), top=high + 0.05 * (high - low))
     ax.set_xlabel("latency on target (ms, batch 1)")
     ax.set_ylabel("accuracy (%)" if accuracy_scale == 100.0 else "accuracy")
     ax.set_title(title, fontsize=10)
