@@ -24,6 +24,9 @@ from search_spaces.base import SearchSpace, WeightSharingSpace
 
 log = logging.getLogger("nas.search")
 
+#: Trained supernets shipped for the default configuration, named ``<space>-<supernet_key>.npz``
+#: (``experiments/ship_default_supernet.py`` makes them).
+SHIPPED_SUPERNETS = Path(__file__).resolve().parent / "assets" / "supernets"
 #: ``evaluator=`` choices: accuracy from a trained supernet's shared weights, or looked up in a table.
 EVALUATORS = ("supernet", "tabular")
 # Keys of a space config that are not constructor arguments of the space.
@@ -114,6 +117,11 @@ def obtain_supernet(space: WeightSharingSpace, *, space_cfg: Mapping, data_cfg: 
         supernet, meta = load_trained_supernet(cached, space)
         log.info("supernet loaded from cache %s", cached)
         return supernet, {"source": "cache", "path": str(cached), "key": key, "train": meta.get("summary")}
+    shipped = SHIPPED_SUPERNETS / f"{space.name}-{key}.npz"
+    if shipped.is_file():  # the embedded default's supernet ships with the package (made by the same code)
+        supernet, meta = load_trained_supernet(shipped, space)
+        log.info("supernet loaded from the package %s", shipped)
+        return supernet, {"source": "shipped", "path": str(shipped), "key": key, "train": meta.get("summary")}
     train_cfg = TrainConfig(**dict(space_cfg.get("train") or {}), seed=seed)
     supernet = space.supernet()
     started = time.time()

@@ -325,3 +325,26 @@ def test_progressive_shrinking_on_the_ofa_space_resumes_exactly(tmp_path: Path) 
     for key, value in reference.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
     assert got["val_accuracy"] == expected["val_accuracy"]
+
+
+def test_the_shipped_default_supernet_matches_the_default_config():
+    """The package ships the supernet the default config trains; if the default space, data or training
+    config changes, its cache key changes and this fails: rerun experiments/ship_default_supernet.py."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from nas.data import load_data
+    from nas.pipeline import SHIPPED_SUPERNETS, make_space, supernet_key
+    from nas.training import load_trained_supernet
+
+    root = Path(__file__).resolve().parents[1]
+    with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+space=ofa", "+target=cpu"])
+    space_cfg = OmegaConf.to_container(cfg.space, resolve=True)
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    path = SHIPPED_SUPERNETS / f"ofa-{supernet_key(space_cfg, data_cfg, int(cfg.seed))}.npz"
+    assert path.is_file(), f"no shipped supernet for the default config: run experiments/ship_default_supernet.py"
+    data = load_data(**data_cfg, seed=int(cfg.seed))
+    space = make_space(space_cfg, num_classes=data.num_classes, in_channels=data.in_channels)
+    supernet, meta = load_trained_supernet(path, space)
+    assert meta["summary"]["val_accuracy"]["largest"] > 0.9
