@@ -132,4 +132,4 @@ def run_tabular_search(cfg: DictConfig, run_dir: Path, *, space: SearchSpace, ta
 
 def _entry(space: SearchSpace, trial: Trial) -> dict:
     return {"arch": trial.arch, "arch_id": trial.arch_id, "arch_str": space.to_public(trial.arch),
-            **{k: v for k, v in trial.metrics.items()}}
+            **trial.metrics}

@@ -132,18 +132,23 @@ class PredictorGuidedSearch(Strategy):
     def _acquisition(self, candidates: list[Arch]) -> np.ndarray:
         X = self._encode([h["arch"] for h in self._history])
         Xc = self._encode(candidates)
-        # Optimistic loss of each candidate for each objective (smaller is better).
+        # Ensemble mean and spread per metric, each fitted once (latency may serve an objective and the budget).
+        predicted = {o.name: self._predict(o.name, X, Xc) for o in self.objectives}
+        # Optimistic loss of each candidate for each objective (smaller is better); latency back from log scale.
         optimistic = []
         for objective in self.objectives:
-            mean, spread = self._predict(objective.name, X, Xc)
-            optimistic.append(-(mean + self.ucb * spread) if objective.direction == "max" else mean - self.ucb * spread)
+            mean, spread = predicted[objective.name]
+            if objective.direction == "max":
+                optimistic.append(-(mean + self.ucb * spread))
+            else:
+                loss = mean - self.ucb * spread
+                optimistic.append(np.exp(loss) if objective.name == LATENCY.name else loss)
         losses = np.stack(optimistic, axis=1)
-        if LATENCY in self.objectives:
-            losses[:, list(self.objectives).index(LATENCY)] = np.exp(losses[:, list(self.objectives).index(LATENCY)])
         feasible = np.ones(len(candidates), dtype=bool)
         if self.constraints.latency_ms is not None:
-            mean, _ = self._predict(LATENCY.name, X, Xc)
-            feasible = np.exp(mean) <= self.constraints.latency_ms
+            if LATENCY.name not in predicted:
+                predicted[LATENCY.name] = self._predict(LATENCY.name, X, Xc)
+            feasible = np.exp(predicted[LATENCY.name][0]) <= self.constraints.latency_ms
         if len(self.objectives) == 1:
             score = -losses[:, 0]
             return np.where(feasible, score, score - 1e9)  # infeasible only when nothing else is left
