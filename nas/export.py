@@ -7,7 +7,8 @@ hundreds of candidates, so ``exporter="auto"`` uses the legacy exporter and fall
 legacy one fails or is removed from a future torch. Both give a batch-1 graph with input ``input`` and
 output ``logits``; parity with PyTorch is checked by :func:`verify_onnx`.
 
-:func:`load_session` is the one place an ``onnxruntime.InferenceSession`` is created, with the options of
+:func:`load_session` (defined in :mod:`nas.hardware.runtime`, re-exported here) is the one place an
+``onnxruntime.InferenceSession`` is created, with the options of
 the measurement protocol (explicit intra-op threads, one inter-op thread, sequential execution, all graph
 optimisations), so a verified model and a measured model run the same way.
 """
@@ -17,10 +18,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,29 +28,17 @@ import torch
 from torch import nn
 
 from nas.errors import ConfigError, ModelError
+# Torch-free helpers live in nas.hardware.runtime (the device agent imports them without torch); re-exported
+# here so nas.export.check_input_shape / load_session keep working.
+from nas.hardware.runtime import check_input_shape, load_session
+from nas.hardware.runtime import first_line as _first_line
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 EXPORTERS = ("auto", "legacy", "dynamo")
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 # Loggers that print per-export chatter (e.g. "torchvision is not installed. Skipping torchvision::nms").
 _CHATTY_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "onnxscript")
-
-
-def check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
-    """``input_shape`` as a ``(channels, height, width)`` tuple of positive ints, or :class:`ConfigError`."""
-    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
-    if (
-        shape is None
-        or len(shape) != 3
-        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in shape)
-    ):
-        raise ConfigError(
-            f"input_shape must be (channels, height, width) of three positive ints without the batch "
-            f"dimension, got {input_shape!r}"
-        )
-    return (int(shape[0]), int(shape[1]), int(shape[2]))
 
 
 @contextlib.contextmanager
@@ -68,12 +56,6 @@ def _quiet_exporter() -> Iterator[None]:
     finally:
         for name, level in saved.items():
             logging.getLogger(name).setLevel(level)
-
-
-def _first_line(err: BaseException) -> str:
-    """The first line of an exception's message (exporter and runtime errors can be pages long)."""
-    text = _ANSI_ESCAPE.sub("", str(err)).strip()  # the dynamo exporter colours its messages
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -163,55 +145,6 @@ def export_onnx(
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def load_session(
-    model: Path | bytes,
-    *,
-    threads: int = 1,
-    provider: str = "CPUExecutionProvider",
-):  # -> onnxruntime.InferenceSession (not annotated so importing this module does not need onnxruntime)
-    """An onnxruntime session for ``model`` (a path or the serialized bytes) with the measurement options.
-
-    Raises :class:`ModelError` for a missing, empty or malformed model and :class:`ConfigError` for a bad
-    thread count or an execution provider this onnxruntime does not have.
-    """
-    import onnxruntime as ort
-
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise ConfigError(f"threads must be a positive int, got {threads!r}")
-    available = ort.get_available_providers()
-    if provider not in available:
-        raise ConfigError(
-            f"onnxruntime execution provider {provider!r} is not available here; choose one of {available}"
-        )
-    if isinstance(model, (bytes, bytearray)):
-        what, source = "in-memory ONNX model", bytes(model)
-        if not source:
-            raise ModelError("the in-memory ONNX model is empty (0 bytes); export it again with nas.export.export_onnx")
-    else:
-        path = Path(model)
-        what, source = f"ONNX model file {path}", str(path)
-        if not path.is_file():
-            raise ModelError(
-                f"ONNX model file not found: {path}. Export it first with nas.export.export_onnx (or check the path)"
-            )
-        if path.stat().st_size == 0:
-            raise ModelError(f"ONNX model file {path} is empty (0 bytes); export it again with nas.export.export_onnx")
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads  # explicit: the default (all cores) makes latency machine-dependent
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # errors only
-    try:
-        return ort.InferenceSession(source, sess_options=options, providers=[provider])
-    except Exception as err:
-        raise ModelError(
-            f"could not load {what}: {_first_line(err)}. The file is truncated, corrupt or not an ONNX model; "
-            f"export it again with nas.export.export_onnx"
-        ) from err
 
 
 def verify_onnx(

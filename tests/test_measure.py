@@ -18,7 +18,10 @@ from torch import nn
 from nas.arch import Value, arch_id
 from nas.errors import ConfigError, DataError
 from nas.export import export_onnx
-from nas.hardware.measure import MeasureConfig, Measurement, device_description, measure_onnx, summarize
+from nas.hardware.measure import (
+    MeasureConfig, Measurement, device_description, measure_onnx, median_ci_rel, reference_baseline, summarize,
+)
+from nas.hardware.reference import REFERENCE_PATH, build_reference_model, reference_model
 from nas.hardware.targets import LocalCPUTarget, Target
 from nas.registry import TARGETS, list_targets
 from search_spaces.base import SearchSpace
@@ -83,14 +86,86 @@ def test_statistics_on_a_fake_clock(tiny_onnx: bytes) -> None:
 def test_time_budget_stops_after_min_repeats(tiny_onnx: bytes) -> None:
     # 0.5 s runs with a 2 s budget: stop after the 4th run (elapsed 2.0 s), min_repeats 3 already met.
     clock = FakeClock([0.5] * 10)
-    config = MeasureConfig(warmup=0, min_repeats=3, max_repeats=10, max_seconds=2.0)
+    config = MeasureConfig(warmup=0, min_repeats=3, max_repeats=10, max_seconds=2.0, stable_ci=None)
     m = measure_onnx(tiny_onnx, TINY, config, clock=clock)
-    assert (m.n + m.rejected, clock.calls) == (4, 8)
+    assert (m.n + m.rejected, clock.calls, m.stop_reason) == (4, 8, "max_seconds")
     # min_repeats wins over an exhausted budget.
     clock = FakeClock([1.0] * 10)
-    config = MeasureConfig(warmup=0, min_repeats=5, max_repeats=10, max_seconds=0.5)
+    config = MeasureConfig(warmup=0, min_repeats=5, max_repeats=10, max_seconds=0.5, stable_ci=None)
     m = measure_onnx(tiny_onnx, TINY, config, clock=clock)
     assert (m.n, m.rejected, m.median_ms, m.std_ms) == (5, 0, 1000.0, 0.0)
+
+
+def test_stop_when_stable_stops_early_on_constant_durations(tiny_onnx: bytes) -> None:
+    clock = FakeClock([0.002] * 100)
+    config = MeasureConfig(warmup=0, min_repeats=5, max_repeats=100, max_seconds=100.0, stable_ci=0.01)
+    m = measure_onnx(tiny_onnx, TINY, config, clock=clock)
+    assert (m.n, clock.calls, m.stop_reason, m.ci_rel) == (5, 10, "stable", 0.0)
+
+
+def test_stop_when_stable_runs_to_max_on_noisy_durations(tiny_onnx: bytes) -> None:
+    # Durations alternating 1 ms and 3 ms: the CI of the median spans both values whatever n is.
+    clock = FakeClock([0.001, 0.003] * 20)
+    config = MeasureConfig(warmup=0, min_repeats=5, max_repeats=40, max_seconds=100.0, stable_ci=0.05)
+    m = measure_onnx(tiny_onnx, TINY, config, clock=clock)
+    assert (m.n + m.rejected, clock.calls, m.stop_reason) == (40, 80, "max_repeats")
+    assert m.ci_rel is not None and m.ci_rel > 0.05
+
+
+def test_median_ci_is_an_order_statistic_interval() -> None:
+    assert median_ci_rel([1.0]) == float("inf")
+    assert median_ci_rel([2.0] * 10) == 0.0
+    # n=100: l = floor(50 - 9.8) - 1 = 39, u = ceil(59.8) = 60 (0-based): values 40 and 61 around median 50.5.
+    assert median_ci_rel(np.arange(1.0, 101.0)) == pytest.approx((61 - 40) / 2 / 50.5)
+
+
+def test_reference_ratio_cancels_a_midway_slowdown(tiny_onnx: bytes) -> None:
+    # Pairs (ref 1 ms, cand 3 ms) for 20 rounds, then the machine slows 1.5x for 20 more: the ratio stays 3.
+    steady, slow = [0.001, 0.003] * 20, [0.0015, 0.0045] * 20
+    config = MeasureConfig(warmup=1, min_repeats=40, max_repeats=40, max_seconds=100.0, stable_ci=None, reference=True)
+    m = measure_onnx(tiny_onnx, TINY, config, clock=FakeClock(steady + slow), reference_ms=2.0)
+    assert m.median_ms == pytest.approx(6.0) and m.p10_ms == pytest.approx(6.0) and m.p90_ms == pytest.approx(6.0)
+    assert (m.n, m.rejected, m.stop_reason) == (40, 0, "max_repeats")
+    assert m.reference is not None and m.raw is not None
+    assert m.reference["baseline_ms"] == 2.0 and m.reference["ratio_median"] == pytest.approx(3.0)
+    assert m.reference["median_ms"] == pytest.approx(1.25)  # raw reference: median of 20 x 1.0 and 20 x 1.5
+    assert m.raw["median_ms"] == pytest.approx(3.75)  # the uncorrected candidate sees the slowdown
+    # The same candidate measured entirely on the slow machine gets the same corrected latency.
+    m_slow = measure_onnx(tiny_onnx, TINY, config, clock=FakeClock(slow * 2), reference_ms=2.0)
+    assert m_slow.median_ms == pytest.approx(m.median_ms)
+    assert m_slow.raw is not None and m_slow.raw["median_ms"] == pytest.approx(4.5)
+    with pytest.raises(ConfigError, match="reference_ms"):
+        measure_onnx(tiny_onnx, TINY, config, reference_ms=-1.0)
+
+
+def test_reference_baseline_is_established_once_per_process(tiny_onnx: bytes) -> None:
+    config = MeasureConfig(warmup=0, min_repeats=3, max_repeats=3, stable_ci=None, reference=True, threads=1)
+    baseline = reference_baseline(config, refresh=True, clock=FakeClock([0.004] * 3))
+    assert baseline == pytest.approx(4.0)
+    assert reference_baseline(config) == baseline  # cached: no clock needed
+    # measure_onnx without reference_ms uses it: 3 pairs of (ref 1 ms, cand 2 ms) -> 2 x 4 ms.
+    m = measure_onnx(tiny_onnx, TINY, config, clock=FakeClock([0.001, 0.002] * 3))
+    assert m.median_ms == pytest.approx(8.0) and m.reference is not None and m.reference["baseline_ms"] == baseline
+    reference_baseline(config, refresh=True)  # leave a real baseline behind for later tests in this process
+
+
+def test_reference_model_is_shipped_and_reproducible() -> None:
+    assert REFERENCE_PATH.is_file()
+    assert reference_model() == build_reference_model()  # regenerate with python -m nas.hardware.reference
+
+
+def test_real_reference_corrected_measurement() -> None:
+    small = onnx_bytes(conv_net(4, 1), (3, 16, 16))
+    big = onnx_bytes(conv_net(64, 4), (3, 64, 64))
+    config = MeasureConfig(warmup=3, min_repeats=10, max_repeats=200, max_seconds=0.3, reference=True)
+    m_small = measure_onnx(small, (3, 16, 16), config)
+    m_big = measure_onnx(big, (3, 64, 64), config)
+    assert m_big.median_ms > 5 * m_small.median_ms
+    for m in (m_small, m_big):
+        assert m.reference is not None and m.raw is not None and m.stop_reason in ("stable", "max_seconds", "max_repeats")
+        assert m.reference["baseline_ms"] == m_small.reference["baseline_ms"]  # type: ignore[index]
+        # corrected and raw medians agree within the machine's drift (ratios only, generous margin)
+        assert 0.4 < m.median_ms / m.raw["median_ms"] < 2.5
 
 
 def test_summarize_keeps_equal_readings_of_a_coarse_clock() -> None:
@@ -113,6 +188,7 @@ def test_config_validation() -> None:
     bad_configs = (
         dict(threads=0), dict(warmup=-1), dict(min_repeats=2), dict(max_seconds=0), dict(max_seconds=float("nan")),
         dict(min_repeats=50, max_repeats=20), dict(threads=True), dict(provider=""),
+        dict(stable_ci=0), dict(stable_ci=1.5), dict(stable_ci=float("inf")), dict(reference="yes"),
     )
     for bad in bad_configs:
         with pytest.raises(ConfigError):
@@ -134,6 +210,9 @@ def test_measurement_round_trips_through_json(tiny_onnx: bytes) -> None:
     del record["median_ms"]
     with pytest.raises(DataError, match="median_ms"):
         Measurement.from_dict(record)
+    # records written before the protocol fields existed still load
+    old = {k: v for k, v in m.to_dict().items() if k not in ("spread", "ci_rel", "stop_reason", "reference", "raw")}
+    assert Measurement.from_dict(old).reference is None
     device = device_description()
     assert set(device) >= {"cpu", "cores", "arch", "os"} and device["cores"] >= 1
 

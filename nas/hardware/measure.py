@@ -2,18 +2,25 @@
 
 Protocol, and why:
 - one session with explicit intra-op threads, one inter-op thread, sequential execution and all graph
-  optimisations (see :func:`nas.export.load_session`): thread defaults differ per machine and dominate latency;
+  optimisations (see :func:`nas.hardware.runtime.load_session`): thread defaults differ per machine and
+  dominate latency;
 - ``warmup`` untimed runs first (allocator, caches, lazy kernel selection);
-- timed runs until ``max_repeats``, or until ``max_seconds`` have passed once ``min_repeats`` are in, so small
-  models get many samples and big ones a bounded cost;
+- timed runs until the median is stable (the relative half-width of a 95 % order-statistic confidence
+  interval of the median is within ``stable_ci``), or ``max_seconds`` have passed, once ``min_repeats`` are
+  in; never more than ``max_repeats``. Small models get many samples and big ones a bounded cost;
 - samples further than ``outlier_k`` scaled MADs from the median are rejected (preemption, page faults),
   and the statistics are taken over the rest, in milliseconds;
+- with ``reference=True`` a fixed reference model (:mod:`nas.hardware.reference`) is timed alternately
+  with the candidate (ref, cand, ref, cand ...). On the team's 2-core machines medians of repeated runs
+  vary 12-20 % and drift up to 1.6x over minutes, but the per-pair ratio cand/ref varies only 2-3 %. The
+  reported latency is then ``ratio x baseline``, where the baseline is the reference's median established
+  once (per process here; a target keeps it in its measurement store), so latencies measured minutes or
+  sessions apart are comparable. The raw candidate statistics are kept in ``Measurement.raw``;
 - measurements are serial: two sessions timing at once on the same CPU disturb each other by 10-20 %, so a
   process-wide lock (and a file lock for other processes on this machine) lets one measurement run at a time.
 
-On the team's 2-core machines medians of repeated runs still vary 12-20 % and drift up to 1.6x over minutes,
-so compare latencies measured close together (or against a reference model), never absolute numbers
-across sessions.
+This module imports neither torch nor (unless available) onnx: the device agent runs it on boards that
+have only onnxruntime and numpy.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import math
 import os
 import platform
 import tempfile
@@ -34,16 +42,20 @@ from typing import Any
 import numpy as np
 
 from nas.errors import ConfigError, DataError
-from nas.export import check_input_shape, load_session
+from nas.hardware.runtime import check_input_shape, load_session
 
 # 1.4826 * MAD estimates the standard deviation of normally distributed samples.
 _MAD_TO_SIGMA = 1.4826
 # Tolerance floor relative to the median: a coarse clock gives many equal readings (MAD 0), and without a
 # floor every sample one tick away from the median would be "an outlier".
 _MIN_REL_TOLERANCE = 0.01
+# z for a two-sided 95 % interval (normal approximation of the binomial behind order-statistic CIs).
+_Z95 = 1.96
 
 _LOCK = threading.Lock()
 _LOCK_FILE = "hwnas-measure.lock"
+# Reference baselines established in this process, keyed by (provider, threads, reference hash).
+_BASELINES: dict[tuple[str, int, str], float] = {}
 
 
 def _positive_int(name: str, value: object, *, minimum: int = 1) -> int:
@@ -52,9 +64,18 @@ def _positive_int(name: str, value: object, *, minimum: int = 1) -> int:
     return value
 
 
+def _is_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
 @dataclass(frozen=True, kw_only=True)
 class MeasureConfig:
-    """How one latency is measured. Validated on construction (:class:`ConfigError` names the bad field)."""
+    """How one latency is measured. Validated on construction (:class:`ConfigError` names the bad field).
+
+    ``stable_ci``: stop (after ``min_repeats``) once the 95 % CI of the median is within this fraction of
+    the median (0.01 = +-1 %); ``None`` turns the early stop off. ``reference``: time the fixed reference
+    model alternately with the candidate and report the drift-corrected latency (see module doc).
+    """
 
     threads: int = 1
     warmup: int = 10
@@ -63,6 +84,8 @@ class MeasureConfig:
     max_seconds: float = 2.0
     provider: str = "CPUExecutionProvider"
     outlier_k: float = 5.0
+    stable_ci: float | None = 0.01
+    reference: bool = False
 
     def __post_init__(self) -> None:
         _positive_int("threads", self.threads)
@@ -75,17 +98,32 @@ class MeasureConfig:
             )
         for name in ("max_seconds", "outlier_k"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+            if not _is_number(value) or value <= 0:
                 raise ConfigError(f"measurement {name} must be a positive number, got {value!r}")
+        if self.stable_ci is not None and (not _is_number(self.stable_ci) or not 0 < self.stable_ci < 1):
+            raise ConfigError(
+                f"measurement stable_ci must be a fraction in (0, 1) such as 0.01, or null to always run to "
+                f"max_seconds/max_repeats; got {self.stable_ci!r}"
+            )
+        if not isinstance(self.reference, bool):
+            raise ConfigError(f"measurement reference must be true or false, got {self.reference!r}")
         if not isinstance(self.provider, str) or not self.provider:
             raise ConfigError(
                 f"measurement provider must be an onnxruntime execution provider name, got {self.provider!r}"
             )
 
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
 
 @dataclass(kw_only=True)
 class Measurement:
-    """One latency measurement with the conditions it was taken under. Times in milliseconds."""
+    """One latency measurement with the conditions it was taken under. Times in milliseconds.
+
+    With reference correction the ms statistics are the corrected ones (ratio to the reference x its
+    baseline), ``reference`` holds the reference's numbers and ``raw`` the uncorrected candidate statistics.
+    Fields after ``timestamp`` were added later and have defaults, so older records still load.
+    """
 
     median_ms: float
     mean_ms: float
@@ -102,6 +140,11 @@ class Measurement:
     input_shape: tuple[int, int, int]
     precision: str  # "fp32", "fp16", "int8" ...
     timestamp: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    spread: float | None = None  # (p90 - p10) / median
+    ci_rel: float | None = None  # relative half-width of the 95 % CI of the median
+    stop_reason: str | None = None  # "stable", "max_seconds" or "max_repeats"
+    reference: dict[str, Any] | None = None  # reference model, baseline and ratio statistics when corrected
+    raw: dict[str, Any] | None = None  # uncorrected candidate statistics when corrected
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (``input_shape`` as a list)."""
@@ -173,23 +216,57 @@ def serial_measurement() -> Iterator[None]:
         yield
 
 
-def summarize(durations_s: Sequence[float], *, outlier_k: float = 5.0) -> dict[str, float | int]:
-    """Statistics in ms over the samples within median ± ``outlier_k`` scaled MADs (floored at 1 % of the median)."""
-    ms = np.asarray(durations_s, dtype=np.float64) * 1e3
-    if ms.size == 0:
+def median_ci_rel(samples: Sequence[float]) -> float:
+    """Relative half-width of a distribution-free 95 % CI of the median (order statistics), inf if undefined.
+
+    The CI is [x(l), x(u)] with l, u = n/2 -+ 1.96 sqrt(n)/2 (normal approximation to the binomial), clamped
+    to the sample; with few samples it is the whole range, so the early stop needs agreement, not luck.
+    """
+    x = np.sort(np.asarray(samples, dtype=np.float64))
+    n = x.size
+    if n < 2:
+        return math.inf
+    half = _Z95 * math.sqrt(n) / 2
+    lo = max(int(math.floor(n / 2 - half)) - 1, 0)
+    hi = min(int(math.ceil(n / 2 + half)), n - 1)
+    median = float(np.median(x))
+    if median == 0:
+        return 0.0 if x[hi] == x[lo] else math.inf
+    return float((x[hi] - x[lo]) / 2 / abs(median))
+
+
+def _stats(values: np.ndarray, outlier_k: float) -> dict[str, float | int]:
+    """Statistics of ``values`` within median +- ``outlier_k`` scaled MADs (floored at 1 % of the median)."""
+    if values.size == 0:
         raise ValueError("no timing samples to summarize")
-    median = float(np.median(ms))
-    mad = float(np.median(np.abs(ms - median)))
+    median = float(np.median(values))
+    mad = float(np.median(np.abs(values - median)))
     tolerance = max(outlier_k * _MAD_TO_SIGMA * mad, _MIN_REL_TOLERANCE * abs(median))
-    kept = ms[np.abs(ms - median) <= tolerance]
+    kept = values[np.abs(values - median) <= tolerance]
+    kept_median = float(np.median(kept))
+    p10, p90 = float(np.percentile(kept, 10)), float(np.percentile(kept, 90))
     return {
-        "median_ms": float(np.median(kept)),
-        "mean_ms": float(np.mean(kept)),
-        "p10_ms": float(np.percentile(kept, 10)),
-        "p90_ms": float(np.percentile(kept, 90)),
-        "std_ms": float(np.std(kept, ddof=1)) if kept.size > 1 else 0.0,
+        "median": kept_median,
+        "mean": float(np.mean(kept)),
+        "p10": p10,
+        "p90": p90,
+        "std": float(np.std(kept, ddof=1)) if kept.size > 1 else 0.0,
         "n": int(kept.size),
-        "rejected": int(ms.size - kept.size),
+        "rejected": int(values.size - kept.size),
+        "spread": (p90 - p10) / kept_median if kept_median else 0.0,
+        "ci_rel": median_ci_rel(kept),
+    }
+
+
+def summarize(durations_s: Sequence[float], *, outlier_k: float = 5.0) -> dict[str, float | int]:
+    """Statistics in ms over the samples within median +- ``outlier_k`` scaled MADs (floored at 1 % of the median).
+
+    Keys: median_ms, mean_ms, p10_ms, p90_ms, std_ms, n, rejected, spread (relative), ci_rel.
+    """
+    s = _stats(np.asarray(durations_s, dtype=np.float64) * 1e3, outlier_k)
+    return {
+        "median_ms": s["median"], "mean_ms": s["mean"], "p10_ms": s["p10"], "p90_ms": s["p90"], "std_ms": s["std"],
+        "n": s["n"], "rejected": s["rejected"], "spread": s["spread"], "ci_rel": s["ci_rel"],
     }
 
 
@@ -207,15 +284,117 @@ _QUANTIZED_OPS = {
 
 
 def _precision(model: Path | bytes, input_type: str) -> str:
-    import onnx
-
-    if isinstance(model, bytes):
-        proto = onnx.load_model_from_string(model)
+    try:
+        import onnx
+    except ImportError:
+        onnx = None  # a board with only onnxruntime: see the byte scan below
+    if onnx is not None:
+        if isinstance(model, bytes):
+            proto = onnx.load_model_from_string(model)
+        else:
+            proto = onnx.load(str(model), load_external_data=False)
+        quantized = any(node.op_type in _QUANTIZED_OPS for node in proto.graph.node)
     else:
-        proto = onnx.load(str(model), load_external_data=False)
-    if any(node.op_type in _QUANTIZED_OPS for node in proto.graph.node):
+        # Without onnx the graph cannot be parsed, but op types are stored as plain strings in the protobuf,
+        # so a byte scan finds them (a node *named* like a quantized op would be a false positive; rare).
+        data = model if isinstance(model, bytes) else Path(model).read_bytes()
+        quantized = any(op.encode() in data for op in _QUANTIZED_OPS)
+    if quantized:
         return "int8"
     return _PRECISION_BY_INPUT.get(input_type, input_type)
+
+
+def _feed(session: Any, shape: tuple[int, ...], seed: int) -> dict[str, np.ndarray]:
+    model_input = session.get_inputs()[0]
+    dtype = _NUMPY_BY_INPUT.get(model_input.type)
+    if dtype is None:
+        raise ConfigError(f"cannot measure an ONNX model whose input is {model_input.type}; expected a float tensor")
+    return {model_input.name: np.random.default_rng(seed).standard_normal((1, *shape)).astype(dtype)}
+
+
+def _timed_runs(
+    runs: Sequence[Callable[[], Any]], config: MeasureConfig, clock: Callable[[], float]
+) -> tuple[list[list[float]], str]:
+    """Warm up, then time ``runs`` in turn (one round = each run once) until the protocol says stop.
+
+    Returns the durations per run and why it stopped. With two runs (reference, candidate) stability is
+    judged on the per-round ratio candidate/reference, otherwise on the durations themselves.
+    Call with the serial-measurement lock held.
+    """
+    for _ in range(config.warmup):
+        for run in runs:
+            run()
+    durations: list[list[float]] = [[] for _ in runs]
+    start = None
+    reason = "max_repeats"
+    while len(durations[-1]) < config.max_repeats:
+        for i, run in enumerate(runs):
+            before = clock()
+            run()
+            after = clock()
+            start = before if start is None else start
+            durations[i].append(after - before)
+        done = len(durations[-1])
+        if done < config.min_repeats:
+            continue
+        if config.stable_ci is not None:
+            watched = durations[0] if len(runs) == 1 else np.divide(durations[1], durations[0])
+            if median_ci_rel(watched) <= config.stable_ci:
+                reason = "stable"
+                break
+        if after - start >= config.max_seconds:
+            reason = "max_seconds"
+            break
+    return durations, reason
+
+
+def _reference_key(config: MeasureConfig) -> tuple[str, int, str]:
+    from nas.hardware.reference import reference_sha256
+
+    return (config.provider, config.threads, reference_sha256())
+
+
+def _reference_run(config: MeasureConfig, seed: int) -> Callable[[], Any]:
+    from nas.hardware.reference import REFERENCE_INPUT_SHAPE, reference_model
+
+    session = load_session(reference_model(), threads=config.threads, provider=config.provider)
+    feed = _feed(session, REFERENCE_INPUT_SHAPE, seed)
+    return lambda: session.run(None, feed)
+
+
+def _baseline_locked(run: Callable[[], Any], config: MeasureConfig, clock: Callable[[], float]) -> float:
+    plain = dataclasses.replace(config, reference=False)
+    (durations,), _ = _timed_runs([run], plain, clock)
+    baseline = float(summarize(durations, outlier_k=config.outlier_k)["median_ms"])
+    _BASELINES[_reference_key(config)] = baseline
+    return baseline
+
+
+def reference_baseline(
+    config: MeasureConfig | None = None,
+    *,
+    refresh: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
+    seed: int = 0,
+) -> float:
+    """The reference model's median latency (ms) on this machine under ``config``'s threads and provider.
+
+    Measured once per process with the plain protocol and reused (``refresh=True`` measures again). Targets
+    keep their baseline in the measurement store so it also survives across processes.
+    """
+    config = MeasureConfig() if config is None else config
+    key = _reference_key(config)
+    if not refresh and key in _BASELINES:
+        return _BASELINES[key]
+    run = _reference_run(config, seed)
+    with serial_measurement():
+        return _baseline_locked(run, config, clock)
+
+
+def _check_reference_ms(value: object) -> float:
+    if not _is_number(value) or value <= 0:
+        raise ConfigError(f"reference_ms must be a positive number of milliseconds, got {value!r}")
+    return float(value)
 
 
 def measure_onnx(
@@ -225,47 +404,75 @@ def measure_onnx(
     *,
     clock: Callable[[], float] = time.perf_counter,
     seed: int = 0,
+    reference_ms: float | None = None,
 ) -> Measurement:
     """Measure the batch-1 latency of an ONNX model with the protocol above.
 
     ``clock`` is read exactly twice per timed run (just before and just after ``session.run``), never during
-    warm-up; a test can pass a fake clock to check the statistics exactly. The input is a fixed random tensor
-    drawn with ``seed`` (latency does not depend on it for the dense networks we search).
+    warm-up; with ``config.reference`` the timed runs alternate reference, candidate, reference ... (and, if
+    no baseline is known yet, the reference is first timed alone to establish it with the same clock). A test
+    can pass a fake clock to check the statistics exactly. ``reference_ms`` is the reference baseline to
+    correct against (a target passes the one it stored); ``None`` uses this process's
+    :func:`reference_baseline`. The input is a fixed random tensor drawn with ``seed`` (latency does not
+    depend on it for the dense networks we search).
     """
     config = MeasureConfig() if config is None else config
     if not isinstance(config, MeasureConfig):
         raise ConfigError(f"config must be a MeasureConfig, got {type(config).__name__}")
     shape = check_input_shape(input_shape)
+    if reference_ms is not None:
+        reference_ms = _check_reference_ms(reference_ms)
     import onnxruntime as ort
 
     session = load_session(model, threads=config.threads, provider=config.provider)
-    model_input = session.get_inputs()[0]
-    dtype = _NUMPY_BY_INPUT.get(model_input.type)
-    if dtype is None:
-        raise ConfigError(f"cannot measure an ONNX model whose input is {model_input.type}; expected a float tensor")
-    x = np.random.default_rng(seed).standard_normal((1, *shape)).astype(dtype)
-    feed = {model_input.name: x}
-    durations: list[float] = []
+    feed = _feed(session, shape, seed)
+    input_type = session.get_inputs()[0].type
+    candidate = lambda: session.run(None, feed)  # noqa: E731
+    reference_run = _reference_run(config, seed) if config.reference else None
     with serial_measurement():
-        for _ in range(config.warmup):
-            session.run(None, feed)
-        start = None
-        while len(durations) < config.max_repeats:
-            before = clock()
-            session.run(None, feed)
-            after = clock()
-            start = before if start is None else start
-            durations.append(after - before)
-            if len(durations) >= config.min_repeats and after - start >= config.max_seconds:
-                break
-    stats = summarize(durations, outlier_k=config.outlier_k)
+        if reference_run is None:
+            (durations,), reason = _timed_runs([candidate], config, clock)
+            ref_durations: list[float] = []
+        else:
+            if reference_ms is None:
+                reference_ms = _BASELINES.get(_reference_key(config)) or _baseline_locked(reference_run, config, clock)
+            (ref_durations, durations), reason = _timed_runs([reference_run, candidate], config, clock)
+    raw = summarize(durations, outlier_k=config.outlier_k)
+    reference: dict[str, Any] | None = None
+    if reference_run is None:
+        stats = raw
+    else:
+        from nas.hardware.reference import REFERENCE_NAME, reference_sha256
+
+        ratio = _stats(np.divide(durations, ref_durations), config.outlier_k)
+        assert reference_ms is not None
+        stats = {
+            "median_ms": ratio["median"] * reference_ms, "mean_ms": ratio["mean"] * reference_ms,
+            "p10_ms": ratio["p10"] * reference_ms, "p90_ms": ratio["p90"] * reference_ms,
+            "std_ms": ratio["std"] * reference_ms, "n": ratio["n"], "rejected": ratio["rejected"],
+            "spread": ratio["spread"], "ci_rel": ratio["ci_rel"],
+        }
+        reference = {
+            "name": REFERENCE_NAME,
+            "sha256": reference_sha256(),
+            "baseline_ms": reference_ms,
+            "median_ms": float(summarize(ref_durations, outlier_k=config.outlier_k)["median_ms"]),
+            "ratio_median": ratio["median"],
+            "ratio_p10": ratio["p10"],
+            "ratio_p90": ratio["p90"],
+            "ratio_spread": ratio["spread"],
+            "ratio_ci_rel": ratio["ci_rel"],
+        }
     return Measurement(
         **stats,
+        stop_reason=reason,
+        reference=reference,
+        raw=raw if reference is not None else None,
         threads=config.threads,
         provider=config.provider,
         runtime=f"onnxruntime {ort.__version__}",
         device=device_description(),
         batch=1,
         input_shape=shape,
-        precision=_precision(model if isinstance(model, bytes) else Path(model), model_input.type),
+        precision=_precision(model if isinstance(model, bytes) else Path(model), input_type),
     )
