@@ -1,15 +1,21 @@
 """Targets: how a latency is obtained for an architecture on one device.
 
 A :class:`Target` turns ``(space, arch)`` into a :class:`~nas.hardware.measure.Measurement`: build the
-network, export it to ONNX, and time the ONNX file. Subclasses differ only in :meth:`Target.measure_onnx_file`
-(where the file is run), so a remote device agent, a cache in front of a measurement store, or drift
-correction against a reference model can be added by overriding that one hook or wrapping a target.
+network, export it to ONNX, and time the ONNX file. Subclasses differ mainly in :meth:`Target.measure_onnx_file`
+(where the file is run). :meth:`Target.measure` looks the arch up in an optional
+:class:`~nas.hardware.store.MeasurementStore` first and stores what it measures, keyed by
+:meth:`Target.target_key` (which device) and :meth:`Target.conditions` (under which conditions).
+
+:class:`LocalCPUTarget` times on this machine, or, with ``agent=URL``, sends the file to a device agent
+(:mod:`nas.device`) on a board; subclass it for other onnxruntime devices (override ``name``, and
+:meth:`LocalCPUTarget.measure_locally` or the constructor defaults).
 """
 
 from __future__ import annotations
 
 import abc
-import dataclasses
+import hashlib
+import json
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -19,12 +25,25 @@ import numpy as np
 from torch import nn
 
 from nas.arch import Value, arch_id
-from nas.errors import ConfigError
+from nas.errors import ConfigError, ModelError
 from nas.export import check_input_shape, export_onnx
 from nas.hardware.measure import MeasureConfig, Measurement, device_description, measure_onnx
+from nas.hardware.store import MeasurementStore
 from nas.registry import register_target
 from nas.tables import TABLE_DEVICES, load_table, shipped_table
 from search_spaces.base import SearchSpace
+
+
+def _short_hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def _as_store(store: MeasurementStore | str | Path | None) -> MeasurementStore | None:
+    if store is None or isinstance(store, MeasurementStore):
+        return store
+    if isinstance(store, (str, Path)):
+        return MeasurementStore(store)
+    raise ConfigError(f"store must be a MeasurementStore or a .sqlite path, got {type(store).__name__}")
 
 
 class Target(abc.ABC):
@@ -34,17 +53,39 @@ class Target(abc.ABC):
     name: str = ""
     #: Where latencies come from: "measured" on the device, or e.g. "table" / "predicted" in other targets.
     latency_source: str = "measured"
+    #: Numeric precision of the exported models this target times (part of the store's conditions).
+    precision: str = "fp32"
 
-    def __init__(self, *, workdir: Path | None = None) -> None:
+    def __init__(self, *, workdir: Path | None = None, store: MeasurementStore | str | Path | None = None) -> None:
         if workdir is not None and not isinstance(workdir, (str, Path)):
             raise ConfigError(f"workdir must be a directory path or None, got {type(workdir).__name__}")
         # With a workdir the exported .onnx files are kept (named by arch id) for inspection or reuse;
         # without one each export goes to a temporary directory that is removed after measuring.
         self.workdir = Path(workdir) if workdir is not None else None
+        self.store = _as_store(store)
+        #: Measurements actually taken (not served from the store) by this target object.
+        self.measured_count = 0
+
+    def use_store(self, store: MeasurementStore | str | Path | None) -> "Target":
+        """Look measurements up in ``store`` (a store or a .sqlite path; None: no store) and save new ones there."""
+        self.store = _as_store(store)
+        return self
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
         """The target's identity and measurement conditions (JSON-serialisable), for run records and cache keys."""
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two targets the same device for stored measurements (default: :meth:`describe`)."""
+        return self.describe()
+
+    def target_key(self) -> str:
+        """Short hash of :meth:`identity`: the store key of this device and runtime configuration."""
+        return f"{self.name or type(self).__name__}-{_short_hash(self.identity())}"
+
+    def conditions(self, input_shape: Sequence[int]) -> dict[str, Any]:
+        """The conditions a measurement of an input of ``input_shape`` is taken under (a store key part)."""
+        return {"batch": 1, "input_shape": list(check_input_shape(input_shape)), "precision": self.precision}
 
     @abc.abstractmethod
     def measure_onnx_file(self, path: Path, input_shape: tuple[int, int, int]) -> Measurement:
@@ -62,18 +103,32 @@ class Target(abc.ABC):
             path = export_onnx(model, shape, Path(tmp) / f"{name}.onnx")
             return self.measure_onnx_file(path, shape)
 
-    def measure(self, space: SearchSpace, arch: Mapping[str, Value]) -> Measurement:
-        """Latency of ``arch``: build its network (weights do not affect latency), export and measure it."""
+    def measure(self, space: SearchSpace, arch: Mapping[str, Value], *, remeasure: bool = False) -> Measurement:
+        """Latency of ``arch``: from the store if measured before (unless ``remeasure``), else build, export,
+        measure (weights do not affect latency) and store it at once."""
         arch = space.validate(arch)
-        model = space.build(arch)
-        return self.measure_model(model, space.input_shape(arch), name=arch_id(arch))
+        aid = arch_id(arch)
+        shape = check_input_shape(space.input_shape(arch))
+        store = self.store
+        if store is not None:
+            key, conditions = self.target_key(), self.conditions(shape)
+            if not remeasure:
+                hit = store.get(key, aid, conditions)
+                if hit is not None:
+                    return hit
+        measurement = self.measure_model(space.build(arch), shape, name=aid)
+        self.measured_count += 1
+        if store is not None:
+            store.put(key, aid, conditions, measurement, space=space.name, arch=arch, target=self.describe())
+        return measurement
 
     def latency_ms(self, space: SearchSpace, arch: Mapping[str, Value]) -> float:
         """Latency of ``arch`` in ms (the median of a measurement; table targets look it up instead)."""
         return self.measure(space, arch).median_ms
 
     def measure_many(
-        self, space: SearchSpace, archs: Iterable[Mapping[str, Value]], *, progress: bool = True
+        self, space: SearchSpace, archs: Iterable[Mapping[str, Value]], *, progress: bool = True,
+        remeasure: bool = False,
     ) -> list[Measurement]:
         """Measure ``archs`` one after the other (serially: parallel timing on one device disturbs itself)."""
         from tqdm.auto import tqdm
@@ -81,12 +136,21 @@ class Target(abc.ABC):
         archs = list(archs)
         label = self.name or type(self).__name__
         bar = tqdm(archs, desc=f"measuring latency on {label}", unit="arch", disable=not progress)
-        return [self.measure(space, arch) for arch in bar]
+        return [self.measure(space, arch, remeasure=remeasure) for arch in bar]
 
 
 @register_target("cpu")
 class LocalCPUTarget(Target):
-    """This machine's CPU, timed in-process with onnxruntime (see :mod:`nas.hardware.measure`)."""
+    """A CPU timed with onnxruntime (see :mod:`nas.hardware.measure`): this machine's, or a board's via an agent.
+
+    With ``agent="http://HOST:PORT"`` every ONNX file is sent to the device agent running there
+    (``python -m nas.device serve``; ``token`` or ``$HWNAS_AGENT_TOKEN`` authenticates) and :meth:`describe`
+    reports the board the agent runs on. With ``reference`` (default) latencies are drift-corrected against
+    the fixed reference model; the baseline is kept in the store (when one is set) so it survives sessions.
+
+    Subclasses (another onnxruntime device) keep the keyword-only constructor, pass extra defaults through
+    ``**kwargs`` and may override :meth:`measure_locally`; the protocol is in ``self.measure_config``.
+    """
 
     name = "cpu"
 
@@ -98,27 +162,114 @@ class LocalCPUTarget(Target):
         min_repeats: int = 20,
         max_repeats: int = 300,
         max_seconds: float = 2.0,
+        stable_ci: float | None = 0.01,
+        reference: bool = True,
+        provider: str = "CPUExecutionProvider",
+        outlier_k: float = 5.0,
+        agent: str | None = None,
+        token: str | None = None,
+        agent_timeout: float = 600.0,
         workdir: Path | None = None,
+        store: MeasurementStore | str | Path | None = None,
     ) -> None:
-        super().__init__(workdir=workdir)
-        self.config = MeasureConfig(
+        super().__init__(workdir=workdir, store=store)
+        self.measure_config = MeasureConfig(
             threads=threads,
             warmup=warmup,
             min_repeats=min_repeats,
             max_repeats=max_repeats,
             max_seconds=max_seconds,
+            stable_ci=stable_ci,
+            reference=reference,
+            provider=provider,
+            outlier_k=outlier_k,
         )
+        self.agent_url = agent or None
+        self.client = None
+        if self.agent_url is not None:
+            from nas.device.client import AgentClient
+
+            self.client = AgentClient(self.agent_url, token=token, timeout=agent_timeout)
+        self._health: dict[str, Any] | None = None
+        self._baseline_ms: float | None = None
+
+    @property
+    def config(self) -> MeasureConfig:
+        """Alias of :attr:`measure_config` (older name)."""
+        return self.measure_config
+
+    def health(self) -> dict[str, Any]:
+        """Where measurements run: the agent's /health answer (asked once), or this machine's equivalent."""
+        if self._health is None:
+            if self.client is not None:
+                self._health = self.client.health()
+            else:
+                import onnxruntime as ort
+
+                self._health = {"device": device_description(), "runtime": f"onnxruntime {ort.__version__}",
+                                "providers": list(ort.get_available_providers())}
+        return self._health
 
     def describe(self) -> dict[str, Any]:
+        health = self.health()
         return {
             "target": self.name,
             "latency_source": self.latency_source,
-            "device": device_description(),
-            "measure": dataclasses.asdict(self.config),
+            "device": health["device"],
+            "runtime": health["runtime"],
+            "agent": self.agent_url,
+            "measure": self.measure_config.to_dict(),
         }
 
+    def identity(self) -> dict[str, Any]:
+        # Only what changes latencies: not the repeat counts or time limits of the protocol.
+        health = self.health()
+        return {"target": self.name, "device": health["device"], "runtime": health["runtime"],
+                "provider": self.measure_config.provider, "threads": self.measure_config.threads}
+
+    def conditions(self, input_shape: Sequence[int]) -> dict[str, Any]:
+        out = super().conditions(input_shape)
+        if self.measure_config.reference:
+            from nas.hardware.reference import reference_sha256
+
+            out["reference"] = reference_sha256()  # corrected latencies are on the reference's scale
+        return out
+
+    def _known_baseline(self) -> float | None:
+        if self._baseline_ms is None and self.store is not None:
+            from nas.hardware.reference import reference_sha256
+
+            self._baseline_ms = self.store.get_baseline(self.target_key(), reference_sha256())
+        return self._baseline_ms
+
+    def _adopt_baseline(self, measurement: Measurement) -> None:
+        """Keep the baseline the first corrected measurement used, so later ones use the same (and store it)."""
+        if self._baseline_ms is not None or not measurement.reference:
+            return
+        baseline = float(measurement.reference["baseline_ms"])
+        if self.store is not None:
+            from nas.hardware.reference import reference_sha256
+
+            baseline = self.store.put_baseline(self.target_key(), reference_sha256(), baseline)
+        self._baseline_ms = baseline
+
+    def measure_locally(self, path: Path, input_shape: tuple[int, int, int], *,
+                        reference_ms: float | None) -> Measurement:
+        """Time ``path`` in this process (the agent-less path); override for a different local runtime."""
+        return measure_onnx(Path(path), input_shape, self.measure_config, reference_ms=reference_ms)
+
     def measure_onnx_file(self, path: Path, input_shape: Sequence[int]) -> Measurement:
-        return measure_onnx(Path(path), check_input_shape(input_shape), self.config)
+        shape = check_input_shape(input_shape)
+        baseline = self._known_baseline() if self.measure_config.reference else None
+        if self.client is not None:
+            if not Path(path).is_file():
+                raise ModelError(f"ONNX model file not found: {path}. Export it first with nas.export.export_onnx")
+            measurement = self.client.measure(Path(path).read_bytes(), shape, self.measure_config,
+                                              reference_ms=baseline)
+        else:
+            measurement = self.measure_locally(Path(path), shape, reference_ms=baseline)
+        self._adopt_baseline(measurement)
+        return measurement
 
 
 class TableTarget(Target):
