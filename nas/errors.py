@@ -24,3 +24,7 @@ class DataError(UserError):
 
 class ModelError(UserError):
     """A model file (ONNX, checkpoint, predictor) is malformed or incompatible."""
+
+
+class DeviceError(UserError):
+    """A measuring device (a remote device agent) cannot be reached or refused a request."""
