@@ -30,6 +30,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from nas.arch import canonical_json
 from nas.errors import ConfigError, DataError
 from nas.hardware.measure import Measurement
 
@@ -152,7 +153,11 @@ class MeasurementStore:
         arch: Mapping[str, Any] | None = None,
         target: Mapping[str, Any] | None = None,
     ) -> None:
-        """Store (or replace) one measurement and commit it at once."""
+        """Store (or replace) one measurement and commit it at once.
+
+        ``space``, ``arch`` (the flat arch dict, stored as canonical JSON) and ``target`` (its describe())
+        are descriptive; left out on a replacing put, the earlier values stay.
+        """
         if not isinstance(measurement, Measurement):
             raise ConfigError(f"put() needs a Measurement, got {type(measurement).__name__}")
         for name, value in (("target_key", target_key), ("arch_id", arch_id)):
@@ -160,12 +165,20 @@ class MeasurementStore:
                 raise ConfigError(f"put() needs a non-empty string {name}, got {value!r}")
         row = (
             target_key, arch_id, conditions_key(conditions), space,
-            _canonical(dict(arch)) if arch is not None else None,
+            canonical_json(arch) if arch is not None else None,
             _canonical(dict(conditions)), _canonical(dict(target)) if target is not None else None,
             float(measurement.median_ms), json.dumps(measurement.to_dict()), _now(),
         )
         with self._closing() as conn:
-            conn.execute("INSERT OR REPLACE INTO measurements VALUES (?,?,?,?,?,?,?,?,?,?)", row)
+            # Replace the measurement; keep the descriptive columns of an earlier put that this one leaves out.
+            conn.execute(
+                "INSERT INTO measurements VALUES (?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (target_key, arch_id, conditions_key) DO UPDATE SET "
+                "space=COALESCE(excluded.space, space), arch=COALESCE(excluded.arch, arch), "
+                "target=COALESCE(excluded.target, target), conditions=excluded.conditions, "
+                "median_ms=excluded.median_ms, measurement=excluded.measurement, created=excluded.created",
+                row,
+            )
 
     def get_baseline(self, target_key: str, reference: str) -> float | None:
         """The stored reference baseline (ms) of ``reference`` (its content hash) on ``target_key``, or None."""
