@@ -146,7 +146,8 @@ def test_reference_baseline_is_established_once_per_process(tiny_onnx: bytes) ->
     # measure_onnx without reference_ms uses it: 3 pairs of (ref 1 ms, cand 2 ms) -> 2 x 4 ms.
     m = measure_onnx(tiny_onnx, TINY, config, clock=FakeClock([0.001, 0.002] * 3))
     assert m.median_ms == pytest.approx(8.0) and m.reference is not None and m.reference["baseline_ms"] == baseline
-    reference_baseline(config, refresh=True)  # leave a real baseline behind for later tests in this process
+    # leave a properly measured baseline behind for later tests in this process
+    reference_baseline(MeasureConfig(reference=True, threads=1), refresh=True)
 
 
 def test_reference_model_is_shipped_and_reproducible() -> None:

@@ -52,6 +52,8 @@ _MIN_REL_TOLERANCE = 0.01
 # z for a two-sided 95 % interval (normal approximation of the binomial behind order-statistic CIs).
 _Z95 = 1.96
 
+_BASELINE_WARMUP = 10
+
 _LOCK = threading.Lock()
 _LOCK_FILE = "hwnas-measure.lock"
 # Reference baselines established in this process, keyed by (provider, threads, reference hash).
@@ -363,7 +365,9 @@ def _reference_run(config: MeasureConfig, seed: int) -> Callable[[], Any]:
 
 
 def _baseline_locked(run: Callable[[], Any], config: MeasureConfig, clock: Callable[[], float]) -> float:
-    plain = dataclasses.replace(config, reference=False)
+    # The baseline scales every corrected latency of a session, so it gets at least _BASELINE_WARMUP untimed
+    # runs even when the caller's config skips warm-up (a cold first run can be several times slower).
+    plain = dataclasses.replace(config, reference=False, warmup=max(config.warmup, _BASELINE_WARMUP))
     (durations,), _ = _timed_runs([run], plain, clock)
     baseline = float(summarize(durations, outlier_k=config.outlier_k)["median_ms"])
     _BASELINES[_reference_key(config)] = baseline
