@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -166,10 +167,24 @@ def test_token_from_environment(agent: str, monkeypatch: pytest.MonkeyPatch) -> 
     assert AgentClient(agent).health()["ok"]
 
 
-def test_measuring_path_imports_without_torch() -> None:
-    code = ("import sys; sys.modules['torch'] = None; "
+def test_concurrent_requests_wait_their_turn(agent: str) -> None:
+    client = AgentClient(agent, token=TOKEN)
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: client.measure(tiny_model(), TINY, FAST), range(3)))
+    assert all(m.n >= 5 for m in results)
+
+
+def test_measuring_path_needs_neither_torch_nor_onnx() -> None:
+    # A board with only onnxruntime and numpy: the agent imports, and measures the shipped reference model.
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None; "
             "import nas.device.agent, nas.device.client, nas.hardware.measure, nas.hardware.store; "
-            "import nas.device.__main__")
+            "import nas.device.__main__; "
+            "from nas.hardware.measure import MeasureConfig, measure_onnx; "
+            "from nas.hardware.reference import reference_model; "
+            "m = measure_onnx(reference_model(), (3, 64, 64), MeasureConfig(warmup=1, min_repeats=3, "
+            "max_seconds=0.05, reference=True)); "
+            "assert m.precision == 'fp32' and m.reference, m; "
+            "assert 'torch' not in [k for k, v in sys.modules.items() if v is not None]")
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True,
                           timeout=60)
