@@ -198,3 +198,13 @@ def test_cpu_target_keeps_its_reference_baseline_in_the_store(tmp_path: Path) ->
     assert m4.reference is not None and m4.reference["baseline_ms"] == stored and other.measured_count == 1
     assert "reference" in target.conditions((3, 8, 8))
     assert LocalCPUTarget(threads=2).target_key() != target.target_key()
+
+
+def test_cpu_target_losing_a_baseline_race_rescales_to_the_stored_one(tmp_path: Path) -> None:
+    target = LocalCPUTarget(warmup=1, min_repeats=5, max_repeats=50, max_seconds=0.1, store=tmp_path / "m.sqlite")
+    target.store.put_baseline(target.target_key(), reference_sha256(), 123.0)  # type: ignore[union-attr]
+    target._known_baseline = lambda: None  # type: ignore[method-assign]  # as if the other process came later
+    m = target.measure(ToySpace(), {"width": 2})
+    assert m.reference is not None and m.reference["baseline_ms"] == 123.0
+    assert m.median_ms == pytest.approx(123.0 * m.reference["ratio_median"])
+    assert target.store.get(target.target_key(), arch_id({"width": 2}), target.conditions((3, 8, 8))) == m

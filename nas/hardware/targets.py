@@ -246,12 +246,19 @@ class LocalCPUTarget(Target):
         """Keep the baseline the first corrected measurement used, so later ones use the same (and store it)."""
         if self._baseline_ms is not None or not measurement.reference:
             return
-        baseline = float(measurement.reference["baseline_ms"])
+        own = float(measurement.reference["baseline_ms"])
+        baseline = own
         if self.store is not None:
             from nas.hardware.reference import reference_sha256
 
-            baseline = self.store.put_baseline(self.target_key(), reference_sha256(), baseline)
+            baseline = self.store.put_baseline(self.target_key(), reference_sha256(), own)
         self._baseline_ms = baseline
+        if baseline != own:
+            # Another process stored its baseline first: put this measurement on that scale too.
+            scale = baseline / own
+            for name in ("median_ms", "mean_ms", "p10_ms", "p90_ms", "std_ms"):
+                setattr(measurement, name, getattr(measurement, name) * scale)
+            measurement.reference = {**measurement.reference, "baseline_ms": baseline}
 
     def measure_locally(self, path: Path, input_shape: tuple[int, int, int], *,
                         reference_ms: float | None) -> Measurement:
