@@ -11,6 +11,7 @@ import select
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -54,13 +55,16 @@ def _env() -> dict[str, str]:
 
 def start_agent(*args: str) -> tuple[subprocess.Popen, str]:
     """Start ``python -m nas.device serve --port 0 ARGS`` and read the URL from its startup line."""
+    # stderr (one log line per request) goes to a file: an unread pipe would fill up and block the agent
+    log = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen([sys.executable, "-m", "nas.device", "serve", "--port", "0", *args], cwd=ROOT,
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=_env(), stdout=subprocess.PIPE, stderr=log, text=True)
     ready, _, _ = select.select([proc.stdout], [], [], 60)
     line = proc.stdout.readline() if ready else ""  # type: ignore[union-attr]
     if "serving on http://" not in line:
         proc.kill()
-        raise AssertionError(f"agent did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+        log.seek(0)
+        raise AssertionError(f"agent did not start: {line!r} {log.read()}")
     return proc, line.split("serving on ", 1)[1].split()[0]
 
 

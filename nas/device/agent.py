@@ -18,7 +18,8 @@ Safety: it binds to loopback unless told otherwise, and refuses to bind anywhere
 the agent keeps serving after any failed request.
 
 Concurrency: one model is measured at a time (timing two at once disturbs both). Further requests wait
-for their turn, up to ``--max-queue`` waiting requests; beyond that they get 503 with ``Retry-After``.
+for their turn (the client's timeout should cover the wait); at most ``--max-queue`` /measure requests are
+in flight (the one measuring included), more get 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -298,7 +299,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--token", default=None, help=f"bearer token required from clients (default ${TOKEN_ENV})")
     serve.add_argument("--max-model-mb", type=float, default=64.0, help="largest model accepted, MiB")
     serve.add_argument("--threads", type=int, default=1, help="default onnxruntime intra-op threads")
-    serve.add_argument("--max-queue", type=int, default=8, help="measure requests allowed to wait; more get 503")
+    serve.add_argument("--max-queue", type=int, default=8, help="measure requests in flight at once (one measures, the rest wait); more get 503")
     return parser
 
 
