@@ -152,7 +152,8 @@ class AgentHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _error(self, status: int, message: str, kind: str = "DeviceError", headers: dict[str, str] | None = None) -> None:
+    def _error(self, status: int, message: str, kind: str = "DeviceError",
+               headers: dict[str, str] | None = None) -> None:
         self._json(status, {"error": message, "kind": kind, "status": status}, headers)
 
     def _authorized(self) -> bool:
@@ -299,7 +300,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--token", default=None, help=f"bearer token required from clients (default ${TOKEN_ENV})")
     serve.add_argument("--max-model-mb", type=float, default=64.0, help="largest model accepted, MiB")
     serve.add_argument("--threads", type=int, default=1, help="default onnxruntime intra-op threads")
-    serve.add_argument("--max-queue", type=int, default=8, help="measure requests in flight at once (one measures, the rest wait); more get 503")
+    serve.add_argument("--max-queue", type=int, default=8,
+                       help="measure requests in flight at once (one measures, the rest wait); more get 503")
     return parser
 
 
