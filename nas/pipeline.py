@@ -19,7 +19,7 @@ from nas.errors import ConfigError
 from nas.objectives import ACCURACY, LATENCY, Constraints, Trial, objectives_for, pareto_front
 from nas.registry import SPACES, STRATEGIES, TARGETS, list_spaces, list_targets
 from nas.report import plot_pareto, write_json
-from nas.surrogate import Surrogate, fit_surrogate
+from nas.surrogate import PriorSurrogate, Surrogate, calibrate_prior, fit_surrogate
 from search_spaces.base import SearchSpace, WeightSharingSpace
 
 log = logging.getLogger("nas.search")
@@ -156,21 +156,70 @@ def fit_accuracy_surrogate(space, evaluator, cfg: DictConfig, rng, progress: boo
     return surrogate, accuracies
 
 
-def fit_latency_surrogate(space, target, cfg: DictConfig, rng, progress: bool) -> tuple[Surrogate, dict[str, dict]]:
+def fit_latency_surrogate(space, target, cfg: DictConfig, rng, progress: bool) -> tuple[object, dict[str, dict], dict]:
+    """The latency model the search runs on, the measurements made for it, and a record of where it comes from.
+
+    - a target that measures and has no prior (``cpu``): a predictor fitted on ``latency.samples`` measured
+      subnets;
+    - a target that measures and has a prior (``arm_cpu`` with an agent or on an ARM machine): the prior
+      calibrated on those measurements (few-shot);
+    - a target that cannot measure but has a prior (``arm_cpu`` with no board): the prior alone, said loudly.
+    """
+    prior = target.latency_prior(space)
+    if not target.can_measure:
+        if prior is None:
+            raise ConfigError(f"target {target.name!r} can neither measure space {space.name!r} nor predict it; "
+                              f"use a measuring target (+target=cpu) or one with a prior (+target=arm_cpu)")
+        warn_prior(target, prior)
+        info = {"predictor": prior.name, "source": "prior", "samples": 0, "calibrated": False,
+                "prior": prior.description, "holdout": {"n": 0}}
+        return PriorSurrogate(prior=prior, space=space), {}, info
     archs = sample_distinct(space, int(cfg.latency.samples), rng, include=_extremes(space))
-    measurements = measure_archs(space, target, archs, progress=progress, desc=f"latency of sampled subnets on {target.name}")
-    surrogate = fit_surrogate(space=space, archs=archs, values=[measurements[arch_id(a)]["median_ms"] for a in archs],
+    remeasure = bool((cfg.get("measurements") or {}).get("remeasure", False))
+    measurements = measure_archs(space, target, archs, progress=progress, remeasure=remeasure,
+                                 desc=f"latency of sampled subnets on {target.name}")
+    values = [measurements[arch_id(a)]["median_ms"] for a in archs]
+    if prior is not None:
+        surrogate = calibrate_prior(prior=prior, space=space, archs=archs, values=values,
+                                    holdout=float(cfg.latency.holdout), seed=int(cfg.seed))
+        info = {"predictor": f"{prior.name} calibrated", "source": "predicted", "samples": len(measurements),
+                "calibrated": True, "prior": prior.description, "features": surrogate.features,
+                "holdout": surrogate.holdout_metrics}
+        return surrogate, measurements, info
+    surrogate = fit_surrogate(space=space, archs=archs, values=values,
                               metric="latency_ms", predictor=cfg.latency.predictor, features=str(cfg.latency.features),
                               predictor_kwargs={"log_target": bool(cfg.latency.log_target)},
                               holdout=float(cfg.latency.holdout), seed=int(cfg.seed))
-    return surrogate, measurements
+    info = {"predictor": cfg.latency.predictor, "source": "predicted", "samples": len(measurements),
+            "calibrated": False, "features": surrogate.features, "holdout": surrogate.holdout_metrics}
+    return surrogate, measurements, info
 
 
-def measure_archs(space, target, archs: Sequence[Arch], *, progress: bool, desc: str) -> dict[str, dict]:
-    """Serial on-target measurements keyed by arch id (serial: two sessions at once disturb each other)."""
+def warn_prior(target, prior) -> None:
+    """Say loudly that latencies are not from the user's device (stderr and the log)."""
+    message = (f"WARNING: target {target.name!r} has no device to measure on; latencies are a PRIOR "
+               f"({prior.description}), NOT calibrated on your board. To measure and calibrate, run "
+               f"`python -m nas.device serve` on the board and add target.agent=http://BOARD:8765 "
+               f"(or run hwnas on the board itself).")
+    log.warning(message)  # Hydra's console handler shows it, and the run directory's log keeps it
+
+
+def attach_store(target, cfg: DictConfig) -> None:
+    """Give a measuring target the configured measurement store (``measurements.store``)."""
+    section = cfg.get("measurements") or {}
+    path = section.get("store")
+    if target.can_measure and path:
+        target.use_store(Path(str(path)).expanduser())
+
+
+def measure_archs(space, target, archs: Sequence[Arch], *, progress: bool, desc: str,
+                  remeasure: bool = False) -> dict[str, dict]:
+    """Serial on-target measurements keyed by arch id (serial: two sessions at once disturb each other).
+
+    With a store, archs measured before on this device come from it (``remeasure`` measures them again)."""
     out: dict[str, dict] = {}
     for arch in tqdm(archs, desc=desc, disable=not progress):
-        out[arch_id(arch)] = target.measure(space, arch).to_dict()
+        out[arch_id(arch)] = target.measure(space, arch, remeasure=remeasure).to_dict()
     return out
 
 
@@ -233,7 +282,7 @@ def export_and_check(space, evaluator, target, arch: Arch, data, run_dir: Path) 
     shape = space.input_shape(arch)
     onnx_path = export_onnx(model, shape, run_dir / "models" / "best.onnx")
     max_abs_diff = verify_onnx(onnx_path, model, shape)
-    measurement = target.measure_onnx_file(onnx_path, shape).to_dict()
+    measurement = target.measure_onnx_file(onnx_path, shape).to_dict() if target.can_measure else None
     X_test, y_test = data.test
     resolution = shape[-1]
     test_acc_torch = evaluate(model, X_test, y_test, resolution=resolution)
@@ -291,6 +340,7 @@ def run_search(cfg: DictConfig, run_dir: Path) -> Path:
     strategy = None if given_arch else make_strategy(dict(cfg.strategy), space=space, objective=str(cfg.objective),
                                                      constraints=constraints, seed=seed)
     target = make_target(target_cfg)
+    attach_store(target, cfg)
     if not isinstance(space, WeightSharingSpace):
         raise ConfigError(f"space {space.name!r} has no supernet to estimate accuracy with: use evaluator=tabular "
                           f"(accuracy from a table) or a weight-sharing space (ofa)")
@@ -303,6 +353,7 @@ def run_search(cfg: DictConfig, run_dir: Path) -> Path:
     predictors_info: dict = {}
     history: list[Trial] = []
     measured: dict[str, dict] = {}
+    latency_info: dict = {}
     if given_arch is not None:
         candidates = [Trial(arch=given_arch, metrics={"accuracy": float("nan"), "latency_ms": float("nan")})]
         front: list[Trial] = []
@@ -311,13 +362,12 @@ def run_search(cfg: DictConfig, run_dir: Path) -> Path:
         acc_sur, sampled_acc = fit_accuracy_surrogate(space, evaluator, cfg, rng, progress)
         timings["accuracy_samples"] = time.time() - clock
         clock = time.time()
-        lat_sur, measured = fit_latency_surrogate(space, target, cfg, rng, progress)
+        lat_sur, measured, latency_info = fit_latency_surrogate(space, target, cfg, rng, progress)
         timings["latency_samples"] = time.time() - clock
         predictors_info = {
             "accuracy": {"predictor": cfg.accuracy.predictor, "features": acc_sur.features, "samples": len(sampled_acc),
                          "holdout": acc_sur.holdout_metrics},
-            "latency": {"predictor": cfg.latency.predictor, "features": lat_sur.features, "samples": len(measured),
-                        "holdout": lat_sur.holdout_metrics},
+            "latency": latency_info,
         }
         clock = time.time()
         history = run_strategy(strategy, acc_sur, lat_sur, queries=int(cfg.budget.queries), progress=progress)
@@ -326,16 +376,29 @@ def run_search(cfg: DictConfig, run_dir: Path) -> Path:
         candidates = pick_to_measure(front, int(cfg.final.measure_front), constraints.latency_ms)
 
     clock = time.time()
-    # Re-measure the candidates on the target and re-estimate their accuracy with the shared weights.
+    # Re-measure the candidates on the target and re-estimate their accuracy with the shared weights. A target
+    # with no device (a prior) keeps the prior's latency, labelled as such.
+    predicted_source = latency_info.get("source", "predicted") if given_arch is None else "prior"
+    if given_arch is not None and target.can_measure:
+        predicted_source = "measured"
+    if given_arch is not None and not target.can_measure:
+        prior = target.latency_prior(space)
+        if prior is None:
+            raise ConfigError(f"target {target.name!r} can neither measure nor predict space {space.name!r}")
+        warn_prior(target, prior)
+        candidates[0].metrics["latency_ms"] = float(prior.predict(space, [given_arch])[0])
     for trial in tqdm(candidates, desc=f"measuring front on {target.name}", disable=not progress):
         trial.metrics["predicted_latency_ms"] = trial.metrics["latency_ms"]
         trial.metrics["predicted_accuracy"] = trial.metrics["accuracy"]
-        m = measured.get(trial.arch_id) or target.measure(space, trial.arch).to_dict()
-        measured[trial.arch_id] = m
-        trial.metrics.update(latency_ms=m["median_ms"], latency_source="measured",
-                             accuracy=float(evaluator.accuracy(trial.arch)), accuracy_source="supernet")
+        trial.metrics.update(accuracy=float(evaluator.accuracy(trial.arch)), accuracy_source="supernet")
+        if target.can_measure:
+            m = measured.get(trial.arch_id) or target.measure(space, trial.arch).to_dict()
+            measured[trial.arch_id] = m
+            trial.metrics.update(latency_ms=m["median_ms"], latency_source="measured")
+        else:
+            trial.metrics["latency_source"] = predicted_source
     for trial in front:
-        trial.metrics.setdefault("latency_source", "predicted")
+        trial.metrics.setdefault("latency_source", predicted_source)
         trial.metrics.setdefault("accuracy_source", "predicted")
     # The front as it stands once measured values replace predicted ones (a point the predictor flattered may drop).
     front = pareto_front(front, (ACCURACY, LATENCY))
@@ -352,7 +415,9 @@ def run_search(cfg: DictConfig, run_dir: Path) -> Path:
         "accuracy": best_trial.metrics["accuracy"],
         "predicted_accuracy": best_trial.metrics.get("predicted_accuracy"),
         "predicted_latency_ms": best_trial.metrics.get("predicted_latency_ms"),
-        "measured_latency_ms": final["measurement"]["median_ms"],
+        "measured_latency_ms": final["measurement"]["median_ms"] if final["measurement"] else None,
+        "latency_ms": best_trial.metrics["latency_ms"],
+        "latency_source": best_trial.metrics.get("latency_source", predicted_source),
         "budget_met": budget_met,
         **final,
     }
@@ -370,8 +435,9 @@ def run_search(cfg: DictConfig, run_dir: Path) -> Path:
         "predictors": predictors_info,
         "pareto": [_entry(space, t) for t in front] if front else [_entry(space, best_trial)],
         "best": best,
+        "latency_source": predicted_source if not target.can_measure else "measured",
         "history": [{"arch_id": t.arch_id, "public": space.to_public(t.arch), "accuracy": t.metrics["accuracy"],
-                     "latency_ms": t.metrics["latency_ms"]} for t in history],
+                     "latency_ms": t.metrics["latency_ms"], "latency_source": predicted_source} for t in history],
         "measurements": measured,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "config": OmegaConf.to_container(cfg, resolve=True),

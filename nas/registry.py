@@ -21,8 +21,8 @@ _BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
     "space": ("search_spaces.ofa", "search_spaces.nb201", "search_spaces.fbnet"),
     "strategy": ("nas.strategies.evolution", "nas.strategies.random_search", "nas.strategies.regularized_evolution",
                  "nas.strategies.guided", "nas.strategies.reinforce", "nas.strategies.optuna_samplers"),
-    "predictor": ("predictors.ridge", "predictors.mlp", "predictors.gbdt"),
-    "target": ("nas.hardware.targets",),
+    "predictor": ("predictors.ridge", "predictors.mlp", "predictors.gbdt", "predictors.kernels"),
+    "target": ("nas.hardware.targets", "nas.hardware.arm_cpu", "nas.hardware.gpu"),
 }
 
 

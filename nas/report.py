@@ -73,14 +73,14 @@ def plot_pareto(
         ax.step(xs, ys, where="post", color="#1f5fa8", lw=1.5, zorder=2)
         for source in sorted({p.get("latency_source", "predicted") for p in pareto}):
             points = [p for p in pareto if p.get("latency_source", "predicted") == source]
-            filled = source != "predicted"
+            filled = source in ("measured", "table")
             ax.scatter([p["latency_ms"] for p in points], [accuracy_scale * p["accuracy"] for p in points],
                        s=36 if filled else 28, c="#1f5fa8" if filled else "white", edgecolors="#1f5fa8",
                        label=f"Pareto front ({source} latency)", zorder=4 if filled else 3)
     if budget_ms is not None:
         ax.axvline(budget_ms, color="#c0392b", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
     if best is not None:
-        latency = best.get("measured_latency_ms", best.get("latency_ms"))
+        latency = best.get("measured_latency_ms") or best.get("latency_ms")
         ax.scatter([latency], [accuracy_scale * best["accuracy"]], marker="*", s=260, c="#e67e22",
                    edgecolors="black", label="chosen", zorder=5)
     values = [accuracy_scale * h["accuracy"] for h in history] + [accuracy_scale * p["accuracy"] for p in pareto]

@@ -8,8 +8,8 @@ the space's encoding, and reports the predictor's quality on a held-out part of 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -82,3 +82,106 @@ def fit_surrogate(
         holdout_metrics = regression_metrics(y[test], model.predict(X[test]))
     final = factory(**kwargs).fit(X, y)
     return Surrogate(metric=metric, predictor=final, space=space, features=features, holdout_metrics=holdout_metrics)
+
+
+#: Measurements from which a calibration also fits shape terms (see :func:`calibrate_prior`).
+MIN_SHOTS_FOR_SHAPE = 12
+
+
+class LatencyPrior(Protocol):
+    """Latency (ms) of architectures on a device *before* any measurement of it, e.g. a model learned from
+    public measurements of similar hardware. ``description`` says where it comes from (shown to the user)."""
+
+    name: str
+    description: str
+
+    def predict(self, space: SearchSpace, archs: Sequence[Mapping]) -> np.ndarray: ...
+
+
+@dataclass
+class PriorSurrogate:
+    """A prior used as is (no measurement of the device exists): every latency it gives is labelled "prior"."""
+
+    prior: LatencyPrior
+    space: SearchSpace
+    metric: str = "latency_ms"
+    features: str = "prior"
+    holdout_metrics: dict = field(default_factory=lambda: {"n": 0})
+
+    def predict(self, archs: Sequence[Mapping]) -> np.ndarray:
+        return np.asarray(self.prior.predict(self.space, archs), dtype=np.float64) if archs else np.zeros(0)
+
+
+@dataclass
+class CalibratedSurrogate:
+    """A prior corrected by measurements of the device (few-shot calibration).
+
+    ``latency = prior(arch) * exp(r(arch))`` where ``r`` is a ridge fit of ``log(measured / prior)`` on
+    :func:`calibration_features`. Leave-one-out picks the ridge penalty, so with few or noisy shots ``r``
+    shrinks to a constant (one scale factor for the device), and with more it also corrects how the device's
+    balance of compute, memory traffic and per-kernel overhead differs from the hardware the prior came from.
+    """
+
+    prior: LatencyPrior
+    space: SearchSpace
+    residual: object
+    holdout_metrics: dict
+    shape_terms: bool = True
+    metric: str = "latency_ms"
+    features: str = "prior+kernel totals"
+
+    def predict(self, archs: Sequence[Mapping]) -> np.ndarray:
+        if not archs:
+            return np.zeros(0)
+        base = np.asarray(self.prior.predict(self.space, archs), dtype=np.float64)
+        X = calibration_features(self.space, archs, base)
+        if not self.shape_terms:
+            X = np.zeros((len(archs), 1))
+        correction = self.residual.predict(X)  # type: ignore[attr-defined]
+        return base * np.exp(correction)
+
+
+def calibration_features(space: SearchSpace, archs: Sequence[Mapping], prior_ms: np.ndarray) -> np.ndarray:
+    """Few, scale-free features of how a device may differ from the prior: log of the prior itself, of the
+    total work, of the activation traffic and of the kernel count (launch overhead). Four numbers, so a
+    handful of measurements can fit them without chasing noise."""
+    from search_spaces.kernels import kernels
+
+    rows = []
+    for arch, base in zip(archs, prior_ms):
+        ks = kernels(space, arch)
+        rows.append([np.log(max(base, 1e-9)), np.log1p(sum(k.flops for k in ks) / 1e6),
+                     np.log1p(sum(k.bytes for k in ks) / 1e6), np.log1p(len(ks))])
+    return np.asarray(rows, dtype=np.float64)
+
+
+def calibrate_prior(*, prior: LatencyPrior, space: SearchSpace, archs: Sequence[Mapping], values: Sequence[float],
+                    holdout: float = 0.25, seed: int = 0) -> CalibratedSurrogate:
+    """Calibrate ``prior`` on measured latencies ``values`` of ``archs`` (see :class:`CalibratedSurrogate`).
+
+    As in :func:`fit_surrogate`, a random ``holdout`` part first scores the calibration, then all samples fit it.
+    """
+    if len(archs) != len(values) or len(archs) < 2:
+        raise ValueError(f"calibration needs >= 2 measured archs with one latency each, got {len(archs)} / {len(values)}")
+    y = np.asarray(values, dtype=np.float64)
+    if np.any(~np.isfinite(y)) or np.any(y <= 0):
+        raise ValueError("measured latencies must be finite and > 0 ms")
+    base = np.asarray(prior.predict(space, archs), dtype=np.float64)
+    # Below MIN_SHOTS_FOR_SHAPE measurements only the device's scale is learnt: leave-one-out over a handful
+    # of points is too noisy to choose the shape terms' penalty, and a wrong shape term costs ranking.
+    shape_terms = len(y) >= MIN_SHOTS_FOR_SHAPE
+    X = calibration_features(space, archs, base) if shape_terms else np.zeros((len(y), 1))
+    residual = np.log(y) - np.log(np.maximum(base, 1e-9))
+    factory = PREDICTORS.get("ridge")
+
+    holdout_metrics: dict = {"n": 0}
+    n_test = int(round(holdout * len(y)))
+    if n_test >= 3 and len(y) - n_test >= 3:
+        order = np.random.default_rng(seed).permutation(len(y))
+        test, train = order[:n_test], order[n_test:]
+        model = factory().fit(X[train], residual[train])
+        holdout_metrics = regression_metrics(y[test], base[test] * np.exp(model.predict(X[test])))
+        holdout_metrics["prior_only"] = regression_metrics(y[test], base[test])
+    final = factory().fit(X, residual)
+    return CalibratedSurrogate(prior=prior, space=space, residual=final, holdout_metrics=holdout_metrics,
+                               shape_terms=shape_terms)

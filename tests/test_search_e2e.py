@@ -9,8 +9,11 @@ from pathlib import Path
 import onnx
 import pytest
 
+from nas.hardware.arm_cpu import is_arm_machine
+from tests.test_device_agent import start_agent
+
 TINY = [
-    "+space=ofa", "+target=cpu",
+    "+space=ofa",
     "data.limit=300", "space.width_mult=0.25", "space.resolutions=[16,20]",
     "space.train.epochs={full:1,kernel:1,depth:1,expand:1}", "space.train.batch_size=64",
     # 10 accuracy samples (7 to fit): boosted trees (the default for 60) give near-constant predictions on so
@@ -26,9 +29,10 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
-def search(run_dir: Path, cache: Path, *overrides: str) -> subprocess.CompletedProcess:
+def search(run_dir: Path, cache: Path, *overrides: str, target: str = "cpu") -> subprocess.CompletedProcess:
     env = {**os.environ, "HWNAS_CACHE": str(cache)}
-    proc = subprocess.run([sys.executable, "-m", "nas.search", *TINY, *overrides, f"hydra.run.dir={run_dir}"],
+    proc = subprocess.run([sys.executable, "-m", "nas.search", f"+target={target}", *TINY, *overrides,
+                           f"hydra.run.dir={run_dir}"],
                           capture_output=True, text=True, env=env, timeout=900, cwd=run_dir.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -80,3 +84,48 @@ def test_second_run_reuses_cached_supernet_and_evaluates_given_arch(tmp_path, ca
     assert results["best"]["public"]["d"] == [2, 3, 4, 2, 3] and results["best"]["public"]["r"] == 20
     assert results["best"]["test_accuracy"] >= 0.0
     assert results["history"] == []
+
+
+@pytest.mark.skipif(is_arm_machine(), reason="on an ARM machine arm_cpu measures locally instead of using the prior")
+def test_arm_cpu_without_a_board_uses_the_prior_and_says_so(tmp_path, cache):
+    run_dir = tmp_path / "arm-prior"
+    proc = search(run_dir, cache, target="arm_cpu")
+    assert "PRIOR" in proc.stdout + proc.stderr and "target.agent=" in proc.stdout + proc.stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["device"]["mode"] == "prior" and results["device"]["device"] is None
+    assert results["latency_source"] == "prior"
+    assert results["predictors"]["latency"]["source"] == "prior" and results["predictors"]["latency"]["samples"] == 0
+    assert results["measurements"] == {}
+    assert {p["latency_source"] for p in results["pareto"]} == {"prior"}
+    assert {h["latency_source"] for h in results["history"]} == {"prior"}
+    best = results["best"]
+    assert best["latency_source"] == "prior" and best["measured_latency_ms"] is None and best["latency_ms"] > 0
+    assert (run_dir / best["onnx"]).is_file()  # exported all the same, ready to measure on the board
+
+
+def test_arm_cpu_through_a_loopback_agent_measures_and_calibrates(tmp_path, cache):
+    proc, url = start_agent()
+    try:
+        run_dir = tmp_path / "arm-agent"
+        search(run_dir, cache, f"target.agent={url}", target="arm_cpu")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["device"]["mode"] == "agent" and results["device"]["agent"] == url
+    assert results["device"]["device"]["cpu"]  # the board's description, from the agent
+    latency = results["predictors"]["latency"]
+    assert latency["calibrated"] is True and latency["source"] == "predicted" and latency["samples"] == 8
+    assert "Raspberry Pi 4" in latency["prior"]
+    assert len(results["measurements"]) >= 8
+    sources = {p["latency_source"] for p in results["pareto"]}
+    assert "measured" in sources and sources <= {"measured", "predicted"}
+    assert {h["latency_source"] for h in results["history"]} == {"predicted"}
+    best = results["best"]
+    assert best["latency_source"] == "measured" and best["measured_latency_ms"] > 0
+    assert best["measurement"]["reference"]  # drift-corrected against the reference model
+    # every measurement landed in the store as it arrived
+    from nas.hardware.store import MeasurementStore
+
+    store = MeasurementStore(cache / "measurements.sqlite")
+    assert len(store.records(space="ofa")) >= 8

@@ -55,6 +55,8 @@ class Target(abc.ABC):
     latency_source: str = "measured"
     #: Numeric precision of the exported models this target times (part of the store's conditions).
     precision: str = "fp32"
+    #: Whether :meth:`measure` can time architectures (False for lookup tables and device-less priors).
+    can_measure: bool = True
 
     def __init__(self, *, workdir: Path | None = None, store: MeasurementStore | str | Path | None = None) -> None:
         if workdir is not None and not isinstance(workdir, (str, Path)):
@@ -70,6 +72,12 @@ class Target(abc.ABC):
         """Look measurements up in ``store`` (a store or a .sqlite path; None: no store) and save new ones there."""
         self.store = _as_store(store)
         return self
+
+    def latency_prior(self, space: SearchSpace):
+        """What this device's latency is expected to be before it is measured (a
+        :class:`~nas.surrogate.LatencyPrior`), or None. A search calibrates it on measurements when the
+        target can measure, and uses it alone (labelled "prior") when it cannot."""
+        return None
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
@@ -288,6 +296,7 @@ class TableTarget(Target):
 
     name = "table"
     latency_source = "table"
+    can_measure = False
 
     def __init__(self, *, table: str | None = None, arch_column: str | None = None, latency_column: str | None = None,
                  device: str | None = None) -> None:
