@@ -26,21 +26,30 @@ from predictors.base import Predictor, check_bool, check_float
 
 
 def nnls(A: np.ndarray, b: np.ndarray, *, max_iter: int | None = None, tol: float = 1e-10) -> np.ndarray:
-    """``argmin_x ||A x - b||_2`` subject to ``x >= 0`` (Lawson-Hanson active set)."""
-    m, n = A.shape
+    """``argmin_x ||A x - b||_2`` subject to ``x >= 0`` (Lawson-Hanson active set).
+
+    Works on the normal equations ``A^T A``, ``A^T b`` (computed once), so each active-set step solves a
+    k x k system instead of a least-squares problem over all rows; callers add a ridge term, which keeps
+    ``A^T A`` well conditioned."""
+    G, h = A.T @ A, A.T @ b
+    n = G.shape[0]
     x = np.zeros(n)
     passive = np.zeros(n, dtype=bool)
-    w = A.T @ (b - A @ x)
+    w = h - G @ x
     max_iter = 3 * n + 30 if max_iter is None else max_iter
     for _ in range(max_iter):
-        candidates = ~passive & (w > tol * max(1.0, float(np.abs(w).max(initial=0.0))))
+        candidates = ~passive & (w > tol * max(1.0, float(np.abs(h).max(initial=0.0))))
         if not candidates.any():
             break
         passive[int(np.argmax(np.where(candidates, w, -np.inf)))] = True
         while True:
             z = np.zeros(n)
-            z[passive] = np.linalg.lstsq(A[:, passive], b, rcond=None)[0]
-            if np.all(z[passive] > 0):
+            idx = np.flatnonzero(passive)
+            try:
+                z[idx] = np.linalg.solve(G[np.ix_(idx, idx)], h[idx])
+            except np.linalg.LinAlgError:  # singular without a ridge term: fall back to least squares
+                z[idx] = np.linalg.lstsq(G[np.ix_(idx, idx)], h[idx], rcond=None)[0]
+            if np.all(z[idx] > 0):
                 x = z
                 break
             # Step back towards x until the first passive variable hits zero, then drop it.
@@ -49,7 +58,7 @@ def nnls(A: np.ndarray, b: np.ndarray, *, max_iter: int | None = None, tol: floa
             x = x + alpha * (z - x)
             passive &= x > tol
             x[~passive] = 0.0
-        w = A.T @ (b - A @ x)
+        w = h - G @ x
     return x
 
 

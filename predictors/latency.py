@@ -50,7 +50,7 @@ MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
     "params": ("params", {}, "params"),
 }
 #: ``auto`` per space: the best model of the benchmark at 1000 training archs.
-DEFAULT_MODEL = {"nb201": "hgbdt", "fbnet": "lut", "ofa": "hgbdt"}
+DEFAULT_MODEL = {"nb201": "hgbdt", "fbnet": "lut", "ofa": "kernel"}
 MODEL_NAMES = (*MODELS, "auto")
 #: Space constructor arguments saved with a model (OFA has its own ``config()``).
 _SPACE_ATTRS = {"nb201": ("num_classes", "in_channels", "channels", "cells_per_stage", "resolution"),

@@ -39,7 +39,7 @@ from nas.errors import ConfigError, DataError, ModelError
 from nas.registry import register_predictor
 from predictors.base import Predictor, check_float, load_predictor
 
-DEFAULT_ALPHAS: tuple[float, ...] = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0)
+DEFAULT_ALPHAS: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
 _LOG_FLOOR = 1e-6  # ms: source predictions are floored before the log
 
 

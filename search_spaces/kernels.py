@@ -18,13 +18,16 @@ Kernel types (``Kernel.kind``):
 
 ``flops`` are multiply-accumulates of convolutions and linear layers (the convention of
 :func:`search_spaces.profile.count_macs`: no biases, no BN, no pooling or additions), so ``flops(space, arch)``
-equals ``count_macs(space.build(arch), space.input_shape(arch))``. Element-wise kernels have ``flops == 0``;
+equals ``count_macs(space.build(arch), space.input_shape(arch))`` (NB201: see below). Element-wise kernels have ``flops == 0``;
 their cost shows up in ``in_elems`` / ``out_elems`` (memory traffic).
 
 NAS-Bench-201 special case: an edge whose output cannot reach the cell output, or that reads a node the cell
-input cannot reach, is dead code that a graph compiler removes, and HW-NAS-Bench's measurements agree (a cell
-with no input-to-output path measures ~0 ms for the whole network). So only *live* edges produce kernels, and a
-cell without a path gives an empty kernel list (flops 0).
+input cannot reach, is dead code that a graph compiler can remove; HW-NAS-Bench's measurements mostly agree
+(the median cell with no input-to-output path measures ~0.1 ms for the whole network). So only *live* edges
+produce kernels, and a cell without a path gives an empty kernel list (flops 0). The measurements show the
+runtime does not prune every dead edge (some equivalent cells measure 2.8 ms, others 20 ms), which is why the
+whole-network regressors also see the cell as written (:mod:`predictors.features`). For cells where every edge
+is live, :func:`flops` equals ``count_macs`` of ``space.build``.
 """
 
 from __future__ import annotations
