@@ -1,4 +1,4 @@
-"""The README's main command exactly as written (slow: trains the default supernet, ~5-8 min here)."""
+"""The README's main command exactly as written (slow: ~2-3 min per target here with the shipped supernet)."""
 
 import json
 import os
@@ -12,10 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_default_main_command_meets_acceptance(tmp_path):
+@pytest.mark.parametrize("target", ["arm_cpu", "cpu"])
+def test_default_main_command_meets_acceptance(tmp_path, target):
+    """``+target=arm_cpu`` is the README's main command; ``+target=cpu`` the same search measured here."""
     run_dir = tmp_path / "run"
     env = {**os.environ, "HWNAS_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "nas.search", "+space=ofa", "+target=cpu", f"hydra.run.dir={run_dir}"],
+    proc = subprocess.run([sys.executable, "-m", "nas.search", "+space=ofa", f"+target={target}",
+                           f"hydra.run.dir={run_dir}"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == f"results: {run_dir / 'results.json'}"
@@ -27,10 +30,14 @@ def test_default_main_command_meets_acceptance(tmp_path):
 
     pareto = results["pareto"]
     assert len({round(p["latency_ms"], 6) for p in pareto}) >= 3
-    assert sum(p["latency_source"] == "measured" for p in pareto) >= 2
-
     best = results["best"]
-    assert best["measured_latency_ms"] > 0 and best["predicted_latency_ms"] > 0
+    if results["device"].get("mode") == "prior":  # arm_cpu on a machine that is not ARM, no agent
+        assert "PRIOR" in proc.stdout + proc.stderr
+        assert {p["latency_source"] for p in pareto} == {"prior"} and best["latency_source"] == "prior"
+        assert best["measured_latency_ms"] is None and best["latency_ms"] > 0
+    else:
+        assert sum(p["latency_source"] == "measured" for p in pareto) >= 2
+        assert best["measured_latency_ms"] > 0 and best["predicted_latency_ms"] > 0
     assert best["onnx_max_abs_diff"] < 1e-4
     assert best["test_accuracy"] > 0.9
     assert abs(best["test_accuracy"] - best["test_accuracy_torch"]) < 0.01  # the exported model is the same network

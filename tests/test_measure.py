@@ -122,7 +122,8 @@ def test_median_ci_is_an_order_statistic_interval() -> None:
 def test_reference_ratio_cancels_a_midway_slowdown(tiny_onnx: bytes) -> None:
     # Pairs (ref 1 ms, cand 3 ms) for 20 rounds, then the machine slows 1.5x for 20 more: the ratio stays 3.
     steady, slow = [0.001, 0.003] * 20, [0.0015, 0.0045] * 20
-    config = MeasureConfig(warmup=1, min_repeats=40, max_repeats=40, max_seconds=100.0, stable_ci=None, reference=True)
+    config = MeasureConfig(warmup=1, min_repeats=40, max_repeats=40, max_seconds=100.0, stable_ci=None, reference=True,
+                           reference_block=1)
     m = measure_onnx(tiny_onnx, TINY, config, clock=FakeClock(steady + slow), reference_ms=2.0)
     assert m.median_ms == pytest.approx(6.0) and m.p10_ms == pytest.approx(6.0) and m.p90_ms == pytest.approx(6.0)
     assert (m.n, m.rejected, m.stop_reason) == (40, 0, "max_repeats")
@@ -138,8 +139,21 @@ def test_reference_ratio_cancels_a_midway_slowdown(tiny_onnx: bytes) -> None:
         measure_onnx(tiny_onnx, TINY, config, reference_ms=-1.0)
 
 
+def test_reference_blocks_divide_each_candidate_block_by_its_reference_block(tiny_onnx: bytes) -> None:
+    # Blocks of 4: (ref 1 ms x4, cand 3 ms x4), then the machine slows 2x: (ref 2 ms x4, cand 6 ms x4).
+    durations = [0.001] * 4 + [0.003] * 4 + [0.002] * 4 + [0.006] * 4
+    config = MeasureConfig(warmup=0, min_repeats=8, max_repeats=8, max_seconds=100.0, stable_ci=None, reference=True,
+                           reference_block=4)
+    clock = FakeClock(durations)
+    m = measure_onnx(tiny_onnx, TINY, config, clock=clock, reference_ms=1.0)
+    assert clock.calls == 2 * len(durations)  # only timed runs read the clock, not the re-warm runs
+    assert m.median_ms == pytest.approx(3.0) and m.p90_ms == pytest.approx(3.0) and m.n == 8
+    assert m.raw is not None and m.raw["median_ms"] == pytest.approx(4.5)
+
+
 def test_reference_baseline_is_established_once_per_process(tiny_onnx: bytes) -> None:
-    config = MeasureConfig(warmup=0, min_repeats=3, max_repeats=3, stable_ci=None, reference=True, threads=1)
+    config = MeasureConfig(warmup=0, min_repeats=3, max_repeats=3, stable_ci=None, reference=True, threads=1,
+                           reference_block=1)
     baseline = reference_baseline(config, refresh=True, clock=FakeClock([0.004] * 3))
     assert baseline == pytest.approx(4.0)
     assert reference_baseline(config) == baseline  # cached: no clock needed

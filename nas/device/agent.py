@@ -7,7 +7,7 @@ so it runs on a board without torch. Endpoints (JSON responses; errors are ``{"e
   ``onnxruntime``, ``agent_version``, ``providers`` (available execution providers), ``threads`` (default),
   ``max_model_mb``.
 - ``POST /measure?input_shape=C,H,W[&threads=..&warmup=..&min_repeats=..&max_repeats=..&max_seconds=..
-  &stable_ci=..|none&provider=..&outlier_k=..&reference=0|1&reference_ms=..&seed=..]`` with the ONNX model
+  &stable_ci=..|none&provider=..&outlier_k=..&reference=0|1&reference_block=..&reference_ms=..&seed=..]`` with the ONNX model
   bytes as the body: the :meth:`~nas.hardware.measure.Measurement.to_dict` of its measurement. Options not
   given take :class:`~nas.hardware.measure.MeasureConfig` defaults, except ``threads`` (the agent's
   ``--threads``).
@@ -46,7 +46,7 @@ from nas.hardware.runtime import check_input_shape
 # beyond it the connection is just closed.
 _DRAIN_LIMIT = 1 << 30
 _CHUNK = 1 << 20
-_INT_OPTIONS = ("threads", "warmup", "min_repeats", "max_repeats")
+_INT_OPTIONS = ("threads", "warmup", "min_repeats", "max_repeats", "reference_block")
 _FLOAT_OPTIONS = ("max_seconds", "outlier_k")
 _OPTIONS = (*_INT_OPTIONS, *_FLOAT_OPTIONS, "stable_ci", "provider", "reference", "reference_ms", "seed",
             "input_shape")

@@ -11,9 +11,14 @@ Protocol, and why:
 - samples further than ``outlier_k`` scaled MADs from the median are rejected (preemption, page faults),
   and the statistics are taken over the rest, in milliseconds;
 - with ``reference=True`` a fixed reference model (:mod:`nas.hardware.reference`) is timed alternately
-  with the candidate (ref, cand, ref, cand ...). On the team's 2-core machines medians of repeated runs
-  vary 12-20 % and drift up to 1.6x over minutes, but the per-pair ratio cand/ref varies only 2-3 %. The
-  reported latency is then ``ratio x baseline``, where the baseline is the reference's median established
+  with the candidate, in blocks of ``reference_block`` runs (ref x B, cand x B, ref x B ...), each block
+  after one untimed run that brings the model's weights back into the caches. Blocks, not single runs:
+  interleaving run by run made every candidate run cold (the other model had just evicted it), which
+  inflated sub-millisecond models up to 2-3x and made them noisier, not steadier. On the team's 2-core
+  machines medians of repeated runs vary 12-20 % and drift up to 1.6x over minutes, while the ratio of a
+  candidate block to the neighbouring reference block varies only a few %. Each candidate sample is divided
+  by the median of the reference block before it, and the reported latency is ``ratio x baseline``, where
+  the baseline is the reference's median established
   once (per process here; a target keeps it in its measurement store), so latencies measured minutes or
   sessions apart are comparable. The raw candidate statistics are kept in ``Measurement.raw``;
 - measurements are serial: two sessions timing at once on the same CPU disturb each other by 10-20 %, so a
@@ -88,6 +93,7 @@ class MeasureConfig:
     outlier_k: float = 5.0
     stable_ci: float | None = 0.01
     reference: bool = False
+    reference_block: int = 10
 
     def __post_init__(self) -> None:
         _positive_int("threads", self.threads)
@@ -107,6 +113,7 @@ class MeasureConfig:
                 f"measurement stable_ci must be a fraction in (0, 1) such as 0.01, or null to always run to "
                 f"max_seconds/max_repeats; got {self.stable_ci!r}"
             )
+        _positive_int("reference_block", self.reference_block)
         if not isinstance(self.reference, bool):
             raise ConfigError(f"measurement reference must be true or false, got {self.reference!r}")
         if not isinstance(self.provider, str) or not self.provider:
@@ -317,30 +324,36 @@ def _feed(session: Any, shape: tuple[int, ...], seed: int) -> dict[str, np.ndarr
 def _timed_runs(
     runs: Sequence[Callable[[], Any]], config: MeasureConfig, clock: Callable[[], float]
 ) -> tuple[list[list[float]], str]:
-    """Warm up, then time ``runs`` in turn (one round = each run once) until the protocol says stop.
+    """Warm up, then time ``runs`` in turn until the protocol says stop.
 
-    Returns the durations per run and why it stopped. With two runs (reference, candidate) stability is
-    judged on the per-round ratio candidate/reference, otherwise on the durations themselves.
-    Call with the serial-measurement lock held.
+    One run: timed back to back. Two runs (reference, candidate): rounds of one untimed re-warm run plus a
+    block of ``config.reference_block`` timed runs of each. Returns the durations per run and why it
+    stopped; with two runs stability is judged on the candidate's reference-corrected ratios
+    (:func:`_block_ratios`). Call with the serial-measurement lock held.
     """
     for _ in range(config.warmup):
         for run in runs:
             run()
+    paired = len(runs) == 2
     durations: list[list[float]] = [[] for _ in runs]
     start = None
     reason = "max_repeats"
     while len(durations[-1]) < config.max_repeats:
+        block = min(config.reference_block, config.max_repeats - len(durations[-1])) if paired else 1
         for i, run in enumerate(runs):
-            before = clock()
-            run()
-            after = clock()
-            start = before if start is None else start
-            durations[i].append(after - before)
+            if paired:
+                run()  # untimed: the other model's block has just pushed this one's weights out of the caches
+            for _ in range(block):
+                before = clock()
+                run()
+                after = clock()
+                start = before if start is None else start
+                durations[i].append(after - before)
         done = len(durations[-1])
         if done < config.min_repeats:
             continue
         if config.stable_ci is not None:
-            watched = durations[0] if len(runs) == 1 else np.divide(durations[1], durations[0])
+            watched = _block_ratios(durations[0], durations[1], config.reference_block) if paired else durations[0]
             if median_ci_rel(watched) <= config.stable_ci:
                 reason = "stable"
                 break
@@ -348,6 +361,16 @@ def _timed_runs(
             reason = "max_seconds"
             break
     return durations, reason
+
+
+def _block_ratios(reference: Sequence[float], candidate: Sequence[float], block: int) -> np.ndarray:
+    """Each candidate duration divided by the median of the reference block timed just before it."""
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    out = np.empty_like(cand)
+    for start in range(0, cand.size, block):
+        out[start : start + block] = cand[start : start + block] / np.median(ref[start : start + block])
+    return out
 
 
 def _reference_key(config: MeasureConfig) -> tuple[str, int, str]:
@@ -413,7 +436,7 @@ def measure_onnx(
     """Measure the batch-1 latency of an ONNX model with the protocol above.
 
     ``clock`` is read exactly twice per timed run (just before and just after ``session.run``), never during
-    warm-up; with ``config.reference`` the timed runs alternate reference, candidate, reference ... (and, if
+    warm-up; with ``config.reference`` the timed runs alternate blocks of reference and candidate runs (and, if
     no baseline is known yet, the reference is first timed alone to establish it with the same clock). A test
     can pass a fake clock to check the statistics exactly. ``reference_ms`` is the reference baseline to
     correct against (a target passes the one it stored); ``None`` uses this process's
@@ -448,7 +471,7 @@ def measure_onnx(
     else:
         from nas.hardware.reference import REFERENCE_NAME, reference_sha256
 
-        ratio = _stats(np.divide(durations, ref_durations), config.outlier_k)
+        ratio = _stats(_block_ratios(ref_durations, durations, config.reference_block), config.outlier_k)
         assert reference_ms is not None
         stats = {
             "median_ms": ratio["median"] * reference_ms, "mean_ms": ratio["mean"] * reference_ms,
