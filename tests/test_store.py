@@ -179,8 +179,29 @@ def test_target_measure_uses_the_store(tmp_path: Path) -> None:
     [record] = fresh.store.records(space="store-toy")[:1]  # type: ignore[union-attr]
     assert record["arch_id"] == arch_id({"width": 2}) and record["target_key"] == target.target_key()
     assert record["target"] == target.describe()
+    assert record["arch_str"] == '{"width":2}'  # the public form (JSON when the space has no string form)
     with pytest.raises(ConfigError, match="store"):
         CountingTarget(store=42)
+
+
+def test_export_cli_and_a_store_from_before_arch_str(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:  # the schema before the arch_str column existed
+        conn.execute("CREATE TABLE measurements (target_key TEXT NOT NULL, arch_id TEXT NOT NULL, "
+                     "conditions_key TEXT NOT NULL, space TEXT, arch TEXT, conditions TEXT NOT NULL, target TEXT, "
+                     "median_ms REAL NOT NULL, measurement TEXT NOT NULL, created TEXT NOT NULL, "
+                     "PRIMARY KEY (target_key, arch_id, conditions_key))")
+    target = CountingTarget(store=path)
+    target.measure(ToySpace(), {"width": 2})
+    out = tmp_path / "m.csv"
+    proc = subprocess.run([sys.executable, "-m", "nas.hardware.store", "export", str(out), "--store", str(path)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    frame = pd.read_csv(out)
+    assert list(frame["arch_id"]) == [arch_id({"width": 2})] and "arch_str" in frame and "median_ms" in frame
+    proc = subprocess.run([sys.executable, "-m", "nas.hardware.store", "export", str(out), "--store",
+                           str(tmp_path / "missing.sqlite")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: no measurement store")
 
 
 def test_cpu_target_keeps_its_reference_baseline_in_the_store(tmp_path: Path) -> None:

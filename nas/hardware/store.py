@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS measurements (
     conditions_key TEXT NOT NULL,
     space TEXT,
     arch TEXT,
+    arch_str TEXT,
     conditions TEXT NOT NULL,
     target TEXT,
     median_ms REAL NOT NULL,
@@ -106,6 +107,9 @@ class MeasurementStore:
                 # WAL lets readers and one writer work at once; it is a property of the file, set once.
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(_SCHEMA)
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(measurements)")}
+                if "arch_str" not in columns:  # a store written before arch_str existed: add the column
+                    conn.execute("ALTER TABLE measurements ADD COLUMN arch_str TEXT")
         except sqlite3.DatabaseError as err:
             raise DataError(
                 f"cannot open the measurement store {self.path}: {err}. If the file is not an hwnas store, "
@@ -151,12 +155,14 @@ class MeasurementStore:
         *,
         space: str | None = None,
         arch: Mapping[str, Any] | None = None,
+        arch_str: str | None = None,
         target: Mapping[str, Any] | None = None,
     ) -> None:
         """Store (or replace) one measurement and commit it at once.
 
-        ``space``, ``arch`` (the flat arch dict, stored as canonical JSON) and ``target`` (its describe())
-        are descriptive; left out on a replacing put, the earlier values stay.
+        ``space``, ``arch`` (the flat arch dict, stored as canonical JSON), ``arch_str`` (the arch in the
+        space's public string form, the column ``python -m predictors`` reads from an export) and ``target``
+        (its describe()) are descriptive; left out on a replacing put, the earlier values stay.
         """
         if not isinstance(measurement, Measurement):
             raise ConfigError(f"put() needs a Measurement, got {type(measurement).__name__}")
@@ -165,16 +171,18 @@ class MeasurementStore:
                 raise ConfigError(f"put() needs a non-empty string {name}, got {value!r}")
         row = (
             target_key, arch_id, conditions_key(conditions), space,
-            canonical_json(arch) if arch is not None else None,
+            canonical_json(arch) if arch is not None else None, arch_str,
             _canonical(dict(conditions)), _canonical(dict(target)) if target is not None else None,
             float(measurement.median_ms), json.dumps(measurement.to_dict()), _now(),
         )
         with self._closing() as conn:
             # Replace the measurement; keep the descriptive columns of an earlier put that this one leaves out.
             conn.execute(
-                "INSERT INTO measurements VALUES (?,?,?,?,?,?,?,?,?,?) "
+                "INSERT INTO measurements (target_key, arch_id, conditions_key, space, arch, arch_str, conditions, "
+                "target, median_ms, measurement, created) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT (target_key, arch_id, conditions_key) DO UPDATE SET "
                 "space=COALESCE(excluded.space, space), arch=COALESCE(excluded.arch, arch), "
+                "arch_str=COALESCE(excluded.arch_str, arch_str), "
                 "target=COALESCE(excluded.target, target), conditions=excluded.conditions, "
                 "median_ms=excluded.median_ms, measurement=excluded.measurement, created=excluded.created",
                 row,
@@ -192,7 +200,8 @@ class MeasurementStore:
         """Store a baseline unless one exists (first writer wins, so all processes agree); returns the stored one."""
         with self._closing() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO baselines VALUES (?,?,?,?)", (target_key, reference, float(baseline_ms), _now())
+                "INSERT OR IGNORE INTO baselines (target_key, reference, baseline_ms, created) VALUES (?,?,?,?)",
+                (target_key, reference, float(baseline_ms), _now())
             )
             return float(conn.execute(
                 "SELECT baseline_ms FROM baselines WHERE target_key=? AND reference=?", (target_key, reference)
@@ -257,3 +266,33 @@ class MeasurementStore:
             yield conn
         finally:
             conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nas.hardware.store export OUT [--store PATH] [--space NAME] [--target-key KEY]``."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m nas.hardware.store",
+                                     description="Export stored latency measurements to CSV or Parquet.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    export = sub.add_parser("export", help="write the stored measurements to OUT (.csv or .parquet)")
+    export.add_argument("out", type=Path)
+    export.add_argument("--store", type=Path, default=None, help=f"default: {default_store_path()}")
+    export.add_argument("--space", default=None)
+    export.add_argument("--target-key", default=None)
+    args = parser.parse_args(argv)
+    try:
+        if args.store is not None and not args.store.is_file():
+            raise DataError(f"no measurement store at {args.store}; searches write one to <cache_dir>/{STORE_FILENAME}")
+        store = MeasurementStore(args.store)
+        path = store.export(args.out, target_key=args.target_key, space=args.space)
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(store.records(target_key=args.target_key, space=args.space))} measurements to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

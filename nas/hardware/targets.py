@@ -127,7 +127,10 @@ class Target(abc.ABC):
         measurement = self.measure_model(space.build(arch), shape, name=aid)
         self.measured_count += 1
         if store is not None:
-            store.put(key, aid, conditions, measurement, space=space.name, arch=arch, target=self.describe())
+            public = space.to_public(arch)
+            arch_str = public if isinstance(public, str) else json.dumps(public, separators=(",", ":"))
+            store.put(key, aid, conditions, measurement, space=space.name, arch=arch, arch_str=arch_str,
+                      target=self.describe())
         return measurement
 
     def latency_ms(self, space: SearchSpace, arch: Mapping[str, Value]) -> float:
