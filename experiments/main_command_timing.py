@@ -1,6 +1,6 @@
 """Time the README's main command on this machine: a cold run (supernet trained) and a cached rerun.
 
-    python experiments/main_command_timing.py [--out experiments/results/main_command.json] [extra overrides ...]
+    python experiments/main_command_timing.py [--target cpu|arm_cpu] [--out FILE] [extra overrides ...]
 
 Each run uses a fresh cache directory for the first run and the same one for the second, prints a table
 and writes JSON with the wall times and the key numbers of each run's results.json.
@@ -20,11 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_once(run_dir: Path, cache: Path, overrides: list[str]) -> dict:
+def run_once(run_dir: Path, cache: Path, overrides: list[str], target: str) -> dict:
     env = {**os.environ, "HWNAS_CACHE": str(cache)}
     started = time.time()
     proc = subprocess.run(
-        [sys.executable, "-m", "nas.search", "+space=ofa", "+target=cpu", *overrides, f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "nas.search", "+space=ofa", f"+target={target}", *overrides, f"hydra.run.dir={run_dir}"],
         cwd=ROOT, env=env, capture_output=True, text=True,
     )
     wall = time.time() - started
@@ -43,6 +43,8 @@ def run_once(run_dir: Path, cache: Path, overrides: list[str]) -> dict:
         "best_test_accuracy_onnx": best["test_accuracy"],
         "best_predicted_latency_ms": best["predicted_latency_ms"],
         "best_measured_latency_ms": best["measured_latency_ms"],
+        "best_latency_ms": best.get("latency_ms"),
+        "latency_source": best.get("latency_source"),
         "onnx_max_abs_diff": best["onnx_max_abs_diff"],
         "accuracy_predictor_spearman": results["predictors"]["accuracy"]["holdout"].get("spearman"),
         "latency_predictor_spearman": results["predictors"]["latency"]["holdout"].get("spearman"),
@@ -54,28 +56,33 @@ def run_once(run_dir: Path, cache: Path, overrides: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "main_command.json")
+    parser.add_argument("--target", default="cpu", help="cpu (measured here) or arm_cpu (the README's main command)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: experiments/results/main_command.json (cpu), main_command_<target>.json")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both runs")
     args = parser.parse_args()
+    if args.out is None:
+        name = "main_command.json" if args.target == "cpu" else f"main_command_{args.target}.json"
+        args.out = ROOT / "experiments" / "results" / name
     with tempfile.TemporaryDirectory(prefix="hwnas-timing-") as tmp:
         cache, runs = Path(tmp) / "cache", {}
         for name in ("cold", "cached"):
-            runs[name] = run_once(Path(tmp) / name, cache, args.overrides)
+            runs[name] = run_once(Path(tmp) / name, cache, args.overrides, args.target)
     header = f"{'run':<7} {'wall s':>7} {'supernet':>8} {'front':>5} {'val acc':>7} {'test acc':>8} {'pred ms':>8} {'meas ms':>8} {'|onnx-pt|':>9} {'acc rho':>7} {'lat rho':>7}"
     print(header)
     for name, r in runs.items():
         print(f"{name:<7} {r['wall_s']:>7.1f} {r['supernet_source']:>8} {r['pareto_points']:>5} "
               f"{r['best_val_accuracy']:>7.4f} {r['best_test_accuracy_onnx']:>8.4f} {r['best_predicted_latency_ms']:>8.3f} "
-              f"{r['best_measured_latency_ms']:>8.3f} {r['onnx_max_abs_diff']:>9.1e} "
+              f"{_fmt(r['best_measured_latency_ms'], 8)} {r['onnx_max_abs_diff']:>9.1e} "
               f"{_fmt(r['accuracy_predictor_spearman'])} {_fmt(r['latency_predictor_spearman'])}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": "python -m nas.search +space=ofa +target=cpu " + " ".join(args.overrides),
+    args.out.write_text(json.dumps({"command": f"python -m nas.search +space=ofa +target={args.target} " + " ".join(args.overrides),
                                     "runs": runs}, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 
-def _fmt(value: object) -> str:
-    return f"{value:>7.3f}" if isinstance(value, (int, float)) else f"{'-':>7}"
+def _fmt(value: object, width: int = 7) -> str:
+    return f"{value:>{width}.3f}" if isinstance(value, (int, float)) else f"{'-':>{width}}"
 
 
 if __name__ == "__main__":
