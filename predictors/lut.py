@@ -83,6 +83,12 @@ class LUTPredictor(AdditivePredictor):
     def hyperparameters(self) -> dict[str, Any]:
         return {**super().hyperparameters(), "keys": self.keys}
 
+    def set_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        super().set_arrays(arrays)
+        assert self.coef is not None
+        if self.keys is not None and self.coef.shape[0] != len(self.keys):
+            raise ValueError(f"lut table has {self.coef.shape[0]} entries but {len(self.keys)} keys")
+
     @classmethod
     def from_table(cls, table: Mapping[str, float]) -> LUTPredictor:
         """A fitted predictor that sums ``table`` entries (e.g. :func:`read_lut_yaml`'s output)."""
