@@ -1,8 +1,5 @@
-"""Predictors of architecture metrics (latency, accuracy).
+"""Predictors of architecture metrics (latency, accuracy), saved as JSON + npz.
 
-The latency predictors register under their names when their modules are imported; ``nas.registry`` loads
-only the original three on lookup, so they are imported here to make :func:`predictors.base.load_predictor`
-find every saved predictor type.
+Each predictor registers under its name when its module is imported; :mod:`nas.registry` imports the
+built-in modules on the first lookup (so :func:`predictors.base.load_predictor` finds every saved type).
 """
-
-from predictors import baselines, hgbdt, kernels, lut, transfer  # noqa: F401  (registration)

@@ -138,7 +138,15 @@ class SearchSpace(abc.ABC):
         return self.validate(obj)
 
     def parse(self, obj: object) -> Arch:
-        """Accept either the flat labelled form or the public form, validated and canonical."""
+        """Accept either the flat labelled form or the public form (also as JSON text, as tables and the
+        measurement store's exports hold OFA archs), validated and canonical."""
+        if isinstance(obj, str) and obj.lstrip().startswith("{"):
+            import json
+
+            try:
+                obj = json.loads(obj)
+            except json.JSONDecodeError as err:
+                raise InvalidArchError(f"malformed JSON architecture {obj[:80]!r}: {err}") from None
         if isinstance(obj, Mapping) and set(obj) == set(self.choices()):
             return self.validate(obj)
         return self.from_public(obj)
