@@ -125,7 +125,8 @@ class CalibratedSurrogate:
       overhead differs from the hardware the prior came from.
 
     ``experiments/fit_arm_prior.py`` compares them: on a space the prior never saw, the power law is better
-    with 5-10 shots, the shape terms with 20 on FBNet (Spearman 0.929 vs 0.913) and equal on this CPU.
+    with 5-10 shots; with 20 the shape terms win on FBNet (Spearman 0.939 vs 0.912) and this CPU (0.645 vs
+    0.636) and lose slightly on NAS-Bench-201 (0.867 vs 0.873).
     """
 
     prior: LatencyPrior
