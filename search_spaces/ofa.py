@@ -87,6 +87,12 @@ class OFASpace(WeightSharingSpace):
         # canonical() and cost_features() run for every candidate a predictor-scored search looks at.
         self._stored = {label: {o: o for o in options} for label, options in self._choices.items()}
         self._block_costs: dict[tuple, np.ndarray] = {}
+        # Label strings per stage (depth label, then (kernel label, expand label) per slot), built once:
+        # formatting them per call was a visible share of a search's time.
+        self._stage_labels = tuple(
+            (f"stage{i}.depth", tuple((f"stage{i}.block{j}.kernel", f"stage{i}.block{j}.expand")
+                                      for j in range(self.max_depth)))
+            for i in range(1, NUM_STAGES + 1))
 
     # ------------------------------------------------------------------ definition
     def _make_choices(self) -> dict[str, tuple[Value, ...]]:
@@ -115,17 +121,17 @@ class OFASpace(WeightSharingSpace):
         }
 
     def canonical(self, arch: Mapping[str, Value]) -> Arch:
-        out: Arch = {}
-        for label, stored in self._stored.items():
-            value = arch[label]
-            # Map 3.0 -> 3 (the stored option) so equal archs serialise, and hash, identically.
-            out[label] = value if isinstance(value, bool) else stored.get(value, value)
-        for i in range(1, NUM_STAGES + 1):
-            depth = out[f"stage{i}.depth"]
-            if isinstance(depth, int):
-                for j in range(depth, self.max_depth):
-                    out[f"stage{i}.block{j}.kernel"] = self.kernel_sizes[0]
-                    out[f"stage{i}.block{j}.expand"] = self.expand_ratios[0]
+        # Map 3.0 -> 3 (the stored option) so equal archs serialise, and hash, identically (bools stay bools:
+        # True == 1 would otherwise map to an option 1).
+        out: Arch = {label: (v if type(v) is bool else stored.get(v, v))
+                     for label, stored in self._stored.items() for v in (arch[label],)}
+        kernel0, expand0 = self.kernel_sizes[0], self.expand_ratios[0]
+        for depth_label, slots in self._stage_labels:
+            depth = out[depth_label]
+            if isinstance(depth, int) and not isinstance(depth, bool):
+                for kernel_label, expand_label in slots[depth:]:
+                    out[kernel_label] = kernel0
+                    out[expand_label] = expand0
         return out
 
     def input_shape(self, arch: Mapping[str, Value]) -> tuple[int, int, int]:
@@ -197,14 +203,13 @@ class OFASpace(WeightSharingSpace):
         which dominates small inputs); then stem + head MACs. Units: millions (MACs), 1e5 (elements).
 
         Each block's share depends only on (resolution, stage, slot, kernel, expand), so it is memoised."""
-        arch = self.canonical(arch)
+        # Only active slots are read, so no canonical() here (3.0 and 3 are the same memo key: equal hashes).
         r = int(arch["resolution"])
         features = np.zeros(4 * (NUM_STAGES + 1) + 1)
         features[0:4] = self._block_cost(r, 0, 0, 3, 1)
-        for i in range(1, NUM_STAGES + 1):
-            for j in range(int(arch[f"stage{i}.depth"])):
-                features[4 * i : 4 * i + 4] += self._block_cost(
-                    r, i, j, int(arch[f"stage{i}.block{j}.kernel"]), arch[f"stage{i}.block{j}.expand"])
+        for i, (depth_label, slots) in enumerate(self._stage_labels, start=1):
+            for j, (kernel_label, expand_label) in enumerate(slots[: int(arch[depth_label])]):
+                features[4 * i : 4 * i + 4] += self._block_cost(r, i, j, int(arch[kernel_label]), arch[expand_label])
         features[-1] = self._block_cost(r, -1, 0, 0, 0)[0]
         return features
 
@@ -245,11 +250,11 @@ class OFASpace(WeightSharingSpace):
         nk, ne = len(self.kernel_sizes), len(self.expand_ratios)
         slot = nk + ne
         vec = np.zeros(NUM_STAGES * self.max_depth * slot + len(self.resolutions), dtype=np.float32)
-        for i in range(1, NUM_STAGES + 1):
-            for j in range(int(arch[f"stage{i}.depth"])):
-                base = ((i - 1) * self.max_depth + j) * slot
-                vec[base + self.kernel_sizes.index(arch[f"stage{i}.block{j}.kernel"])] = 1.0
-                vec[base + nk + self.expand_ratios.index(arch[f"stage{i}.block{j}.expand"])] = 1.0
+        for i, (depth_label, slots) in enumerate(self._stage_labels):
+            for j, (kernel_label, expand_label) in enumerate(slots[: int(arch[depth_label])]):
+                base = (i * self.max_depth + j) * slot
+                vec[base + self.kernel_sizes.index(arch[kernel_label])] = 1.0
+                vec[base + nk + self.expand_ratios.index(arch[expand_label])] = 1.0
         vec[NUM_STAGES * self.max_depth * slot + self.resolutions.index(arch["resolution"])] = 1.0
         return vec
 
