@@ -165,15 +165,12 @@ def fit_latency_surrogate(space, target, cfg: DictConfig, rng, progress: bool) -
       calibrated on those measurements (few-shot);
     - a target that cannot measure but has a prior (``arm_cpu`` with no board): the prior alone, said loudly.
     """
-    prior = target.latency_prior(space)
     if not target.can_measure:
-        if prior is None:
-            raise ConfigError(f"target {target.name!r} can neither measure space {space.name!r} nor predict it; "
-                              f"use a measuring target (+target=cpu) or one with a prior (+target=arm_cpu)")
-        warn_prior(target, prior)
+        prior = device_less_prior(target, space)
         info = {"predictor": prior.name, "source": "prior", "samples": 0, "calibrated": False,
                 "prior": prior.description, "holdout": {"n": 0}}
         return PriorSurrogate(prior=prior, space=space), {}, info
+    prior = target.latency_prior(space)
     archs = sample_distinct(space, int(cfg.latency.samples), rng, include=_extremes(space))
     remeasure = bool((cfg.get("measurements") or {}).get("remeasure", False))
     measurements = measure_archs(space, target, archs, progress=progress, remeasure=remeasure,
@@ -195,13 +192,18 @@ def fit_latency_surrogate(space, target, cfg: DictConfig, rng, progress: bool) -
     return surrogate, measurements, info
 
 
-def warn_prior(target, prior) -> None:
-    """Say loudly that latencies are not from the user's device (stderr and the log)."""
-    message = (f"WARNING: target {target.name!r} has no device to measure on; latencies are a PRIOR "
-               f"({prior.description}), NOT calibrated on your board. To measure and calibrate, run "
-               f"`python -m nas.device serve` on the board and add target.agent=http://BOARD:8765 "
-               f"(or run hwnas on the board itself).")
-    log.warning(message)  # Hydra's console handler shows it, and the run directory's log keeps it
+def device_less_prior(target, space: SearchSpace):
+    """The prior of a target with no device to measure on, announced loudly (a ConfigError if it has none)."""
+    prior = target.latency_prior(space)
+    if prior is None:
+        raise ConfigError(f"target {target.name!r} can neither measure space {space.name!r} nor predict it; "
+                          f"use a measuring target (+target=cpu) or one with a prior (+target=arm_cpu)")
+    # Hydra's console handler shows the warning, and the run directory's log keeps it.
+    log.warning(f"WARNING: target {target.name!r} has no device to measure on; latencies are a PRIOR "
+                f"({prior.description}), NOT calibrated on your board. To measure and calibrate, run "
+                f"`python -m nas.device serve` on the board and add target.agent=http://BOARD:8765 "
+                f"(or run hwnas on the board itself).")
+    return prior
 
 
 def attach_store(target, cfg: DictConfig) -> None:
@@ -257,6 +259,22 @@ def pick_to_measure(front: Sequence[Trial], k: int, budget_ms: float | None) -> 
         return pool
     idx = sorted(set(np.linspace(0, len(pool) - 1, k).round().astype(int).tolist()))
     return [pool[i] for i in idx]
+
+
+def debias_unmeasured(front: Sequence[Trial], measured: Sequence[Trial]) -> None:
+    """Scale the predicted latency of front points not re-measured by the median measured / predicted ratio of
+    those that were: a predictor fitted on few (or, for a prior, different) measurements is often biased as
+    a whole, and an unmeasured point that looks faster only through that bias would push the measured ones
+    off the reported front. The original prediction stays in ``predicted_latency_ms``."""
+    ratios = [t.metrics["latency_ms"] / t.metrics["predicted_latency_ms"] for t in measured
+              if t.metrics.get("latency_source") == "measured" and t.metrics.get("predicted_latency_ms", 0) > 0]
+    if not ratios:
+        return
+    ratio = float(np.median(ratios))
+    for trial in front:
+        if "latency_source" not in trial.metrics:  # neither measured nor already labelled
+            trial.metrics["predicted_latency_ms"] = trial.metrics["latency_ms"]
+            trial.metrics["latency_ms"] *= ratio
 
 
 def choose_best(candidates: Sequence[Trial], *, budget_ms: float | None, tolerance: float) -> tuple[Trial, bool]:
@@ -378,15 +396,9 @@ def run_search(cfg: DictConfig, run_dir: Path) -> Path:
     clock = time.time()
     # Re-measure the candidates on the target and re-estimate their accuracy with the shared weights. A target
     # with no device (a prior) keeps the prior's latency, labelled as such.
-    predicted_source = latency_info.get("source", "predicted") if given_arch is None else "prior"
-    if given_arch is not None and target.can_measure:
-        predicted_source = "measured"
+    predicted_source = latency_info.get("source") or ("predicted" if target.can_measure else "prior")
     if given_arch is not None and not target.can_measure:
-        prior = target.latency_prior(space)
-        if prior is None:
-            raise ConfigError(f"target {target.name!r} can neither measure nor predict space {space.name!r}")
-        warn_prior(target, prior)
-        candidates[0].metrics["latency_ms"] = float(prior.predict(space, [given_arch])[0])
+        candidates[0].metrics["latency_ms"] = float(device_less_prior(target, space).predict(space, [given_arch])[0])
     for trial in tqdm(candidates, desc=f"measuring front on {target.name}", disable=not progress):
         trial.metrics["predicted_latency_ms"] = trial.metrics["latency_ms"]
         trial.metrics["predicted_accuracy"] = trial.metrics["accuracy"]
@@ -397,6 +409,7 @@ def run_search(cfg: DictConfig, run_dir: Path) -> Path:
             trial.metrics.update(latency_ms=m["median_ms"], latency_source="measured")
         else:
             trial.metrics["latency_source"] = predicted_source
+    debias_unmeasured(front, candidates)
     for trial in front:
         trial.metrics.setdefault("latency_source", predicted_source)
         trial.metrics.setdefault("accuracy_source", "predicted")
