@@ -163,14 +163,13 @@ def calibration_features(space: SearchSpace, archs: Sequence[Mapping], prior_ms:
     """Few, scale-free features of how a device may differ from the prior: log of the prior itself, of the
     total work, of the activation traffic and of the kernel count (launch overhead). Four numbers, so a
     handful of measurements can fit them without chasing noise."""
-    from search_spaces.kernels import kernels
+    from predictors.features import latency_features
 
-    rows = []
-    for arch, base in zip(archs, prior_ms):
-        ks = kernels(space, arch)
-        rows.append([np.log(max(base, 1e-9)), np.log1p(sum(k.flops for k in ks) / 1e6),
-                     np.log1p(sum(k.bytes for k in ks) / 1e6), np.log1p(len(ks))])
-    return np.asarray(rows, dtype=np.float64)
+    # Per kernel type (MMACs, MB of traffic, count), summed over the types.
+    per_type = latency_features(space, archs, "kernel").reshape(len(archs), -1, 3)
+    totals = per_type.sum(axis=1)
+    base = np.log(np.maximum(np.asarray(prior_ms, dtype=np.float64), 1e-9))
+    return np.column_stack([base, np.log1p(totals)])
 
 
 def calibrate_prior(*, prior: LatencyPrior, space: SearchSpace, archs: Sequence[Mapping], values: Sequence[float],
