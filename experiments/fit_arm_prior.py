@@ -22,24 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nas.hardware.priors import ARM_DEVICE, ARM_SOURCES, PRIORS_DIR, KernelPrior, fit_kernel_prior, training_data
-from nas.registry import SPACES
+from nas.hardware.priors import ARM_DEVICE, ARM_SOURCES, PRIORS_DIR, KernelPrior, fit_kernel_prior, measured_rows, training_data
 from nas.surrogate import calibrate_prior
-from nas.tables import read_frame, shipped_table
+from nas.tables import read_frame
 from predictors.metrics import regression_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
-
-
-def _space_rows(space_name: str, n: int, seed: int):
-    entry = shipped_table(space_name)
-    frame = read_frame(str(entry["path"]))
-    y = frame[ARM_DEVICE].to_numpy(dtype=np.float64)
-    rows = np.flatnonzero(y >= 0.5)
-    rows = np.random.default_rng(seed).choice(rows, min(n, rows.size), replace=False)
-    space = SPACES.get(space_name)()
-    return space, [space.parse(str(frame[entry["arch_column"]].iloc[i])) for i in rows], y[rows]
 
 
 def _calibrated(prior, space, archs, y, shots: int, repeats: int, seed: int) -> dict:
@@ -86,7 +75,7 @@ def main() -> None:
         index = ARM_SOURCES.index(held_out)
         model = fit_kernel_prior(X[origin != index], y[origin != index])
         prior = KernelPrior(name="arm prior", description=f"fitted without {held_out}", predictor=model)
-        space, archs, truth = _space_rows(held_out, args.eval_archs, args.seed)
+        space, archs, truth = measured_rows(held_out, limit=args.eval_archs, seed=args.seed)
         alone = regression_metrics(truth, prior.predict(space, archs))
         rows.append({"evaluated_on": f"{held_out} raspi4", "fitted_on": "other space", "shots": 0,
                      **{k: alone[k] for k in ("spearman", "kendall", "mape", "within_10pct")}})

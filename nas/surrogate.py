@@ -125,9 +125,9 @@ class CalibratedSurrogate:
       overhead differs from the hardware the prior came from.
 
     Why the switch: on a space the prior never saw, 5-10 shots support the power law (a scale factor alone
-    left NAS-Bench-201 at 11 % within ±10 % where the power law reaches 29-31 %), and with 20 the shape terms
-    win on FBNet (Spearman 0.939 vs 0.912) and this CPU (0.645 vs 0.636) and lose slightly on NAS-Bench-201
-    (0.867 vs 0.873); ``experiments/fit_arm_prior.py`` prints both.
+    left NAS-Bench-201 at 11 % within ±10 % where the power law reaches about 30 %), and with 20 the shape terms
+    win on FBNet (Spearman 0.925 vs 0.913) and this CPU (0.645 vs 0.636) and lose slightly on NAS-Bench-201
+    (0.870 vs 0.873); ``experiments/fit_arm_prior.py`` prints both.
     """
 
     prior: LatencyPrior

@@ -72,30 +72,35 @@ class KernelPrior:
         return np.maximum(np.asarray(self.predictor.predict(X), dtype=np.float64), 1e-3)
 
 
-def training_data(device: str = ARM_DEVICE, sources: Sequence[str] = ARM_SOURCES,
-                  *, limit: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Kernel features, latencies (ms) and source index of the shipped tables' ``device`` column.
-
-    ``limit`` takes a random subset of each table (tests); rows under 0.5 ms (cells that compute nothing)
-    are left out.
-    """
+def measured_rows(space_name: str, device: str = ARM_DEVICE, *, limit: int | None = None, seed: int = 0):
+    """``(space, archs, latencies_ms)`` of the shipped table of ``space_name`` on ``device``: the rows of at
+    least 0.5 ms (cells that compute nothing are left out), a random ``limit`` of them if given."""
     from nas.registry import SPACES
     from nas.tables import read_frame
+
+    entry = shipped_table(space_name)
+    frame = read_frame(str(entry["path"]))
+    y = frame[device].to_numpy(dtype=np.float64)
+    rows = np.flatnonzero(np.isfinite(y) & (y >= _MIN_LATENCY_MS))
+    if limit is not None and limit < rows.size:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
+    space = SPACES.get(space_name)()
+    archs = [space.parse(str(frame[entry["arch_column"]].iloc[i])) for i in rows]
+    return space, archs, y[rows]
+
+
+def training_data(device: str = ARM_DEVICE, sources: Sequence[str] = ARM_SOURCES,
+                  *, limit: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kernel features, latencies (ms) and source index of the shipped tables' ``device`` column
+    (:func:`measured_rows` of each source space)."""
     from predictors.features import latency_features
 
     features, latencies, origin = [], [], []
     for index, space_name in enumerate(sources):
-        entry = shipped_table(space_name)
-        frame = read_frame(str(entry["path"]))
-        y = frame[device].to_numpy(dtype=np.float64)
-        rows = np.flatnonzero(np.isfinite(y) & (y >= _MIN_LATENCY_MS))
-        if limit is not None and limit < rows.size:
-            rows = np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
-        space = SPACES.get(space_name)()
-        archs = [space.parse(str(frame[entry["arch_column"]].iloc[i])) for i in rows]
+        space, archs, y = measured_rows(space_name, device, limit=limit, seed=seed)
         features.append(latency_features(space, archs, "kernel"))
-        latencies.append(y[rows])
-        origin.append(np.full(rows.size, index))
+        latencies.append(y)
+        origin.append(np.full(y.size, index))
     return np.vstack(features), np.concatenate(latencies), np.concatenate(origin)
 
 
