@@ -51,7 +51,9 @@ def test_tiny_search_writes_sane_results(tmp_path, cache):
     assert len(results["history"]) == 300
 
     pareto = results["pareto"]
-    assert len(pareto) >= 2
+    # A 1-epoch supernet on 300 images scores near chance, so the measured front may rightly shrink to one
+    # point (the fastest measured subnet also scoring best); its shape is checked below, not its size.
+    assert len(pareto) >= 1
     for point in pareto:
         assert set(point) >= {"arch", "arch_id", "accuracy", "latency_ms", "latency_source"}
         assert point["latency_source"] in ("measured", "predicted")
@@ -72,7 +74,7 @@ def test_tiny_search_writes_sane_results(tmp_path, cache):
     assert results["predictors"]["latency"]["samples"] == 8
     assert latencies == sorted(latencies)
     accuracies = [p["accuracy"] for p in pareto]
-    assert accuracies == sorted(accuracies), "a front sorted by latency must rise in accuracy"
+    assert all(a < b for a, b in zip(accuracies, accuracies[1:])), "a front sorted by latency must rise in accuracy"
 
 
 def test_second_run_reuses_cached_supernet_and_evaluates_given_arch(tmp_path, cache):
