@@ -45,7 +45,7 @@ def featurize(space: SearchSpace, archs: Sequence[Mapping], features: str) -> np
     if features == "encoding":
         return space.encode_many(archs)
     if features == "cost":
-        return np.stack([space.cost_features(a) for a in archs])
+        return space.cost_features_many(archs)
     raise ConfigError(f"unknown predictor features {features!r}; choose one of {list(FEATURES)}")
 
 

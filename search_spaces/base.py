@@ -104,7 +104,10 @@ class SearchSpace(abc.ABC):
 
     def crossover(self, a: Mapping[str, Value], b: Mapping[str, Value], rng: np.random.Generator) -> Arch:
         """Uniform crossover: each label taken from ``a`` or ``b`` with equal probability."""
-        child = {label: (a[label] if rng.random() < 0.5 else b[label]) for label in self.choices()}
+        labels = list(self.choices())
+        # One call draws the same numbers, in the same order, as one rng.random() per label (and is much cheaper).
+        draws = rng.random(len(labels)).tolist()
+        child = {label: (a[label] if r < 0.5 else b[label]) for label, r in zip(labels, draws)}
         return self.canonical(child)
 
     def encode(self, arch: Mapping[str, Value]) -> np.ndarray:
@@ -124,6 +127,11 @@ class SearchSpace(abc.ABC):
         """Fixed-length features that latency is close to linear in (work and memory traffic per part of the
         network), so a latency model fits from few measurements. Default: :meth:`encode`."""
         return self.encode(arch)
+
+    def cost_features_many(self, archs: Sequence[Mapping[str, Value]]) -> np.ndarray:
+        """``cost_features`` stacked into a ``(len(archs), dim)`` array (a space may override it with a batch path
+        that gives the same values)."""
+        return np.stack([self.cost_features(a) for a in archs])
 
     # ------------------------------------------------------------------ public string form
     def to_public(self, arch: Mapping[str, Value]) -> object:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
+from operator import itemgetter
 
 import numpy as np
 import torch
@@ -93,6 +94,32 @@ class OFASpace(WeightSharingSpace):
             (f"stage{i}.depth", tuple((f"stage{i}.block{j}.kernel", f"stage{i}.block{j}.expand")
                                       for j in range(self.max_depth)))
             for i in range(1, NUM_STAGES + 1))
+        self._init_fast_paths()
+
+    def _init_fast_paths(self) -> None:
+        """Tables for the per-candidate work of a predictor-scored search (canonical, mutate, encode and cost
+        features of tens of thousands of archs): built once so each call is lookups and a numpy gather."""
+        self._labels = tuple(self._choices)
+        self._values_of = itemgetter(*self._labels)  # the values in label order, at C speed
+        # With every option an int, an int value already is its stored option (no 3.0 -> 3 mapping to do).
+        self._int_options = all(type(o) is int for options in self._choices.values() for o in options)
+        self._mutable_labels = tuple(label for label, options in self._choices.items() if len(options) > 1)
+        # label -> value -> the other options, in option order (what base mutate builds per call).
+        self._others = {label: {v: tuple(o for o in options if o != v) for v in options}
+                        for label, options in self._choices.items()}
+        # Per stage: depth label, and depth -> the inactive slots' labels reset to the smallest values.
+        smallest = (self.kernel_sizes[0], self.expand_ratios[0])
+        self._resets = tuple(
+            (depth_label, slots, {d: {label: value for pair in slots[d:] for label, value in zip(pair, smallest)}
+                                  for d in range(self.max_depth + 1)})
+            for depth_label, slots in self._stage_labels)
+        # Column of each label in a value matrix (rows: archs, columns: labels in choice order).
+        column = {label: c for c, label in enumerate(self._labels)}
+        self._res_col = column["resolution"]
+        self._depth_cols = np.array([column[d] for d, _ in self._stage_labels])
+        self._kernel_cols = np.array([[column[k] for k, _ in slots] for _, slots in self._stage_labels])
+        self._expand_cols = np.array([[column[e] for _, e in slots] for _, slots in self._stage_labels])
+        self._cost_tables: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # built on first use
 
     # ------------------------------------------------------------------ definition
     def _make_choices(self) -> dict[str, tuple[Value, ...]]:
@@ -123,16 +150,52 @@ class OFASpace(WeightSharingSpace):
     def canonical(self, arch: Mapping[str, Value]) -> Arch:
         # Map 3.0 -> 3 (the stored option) so equal archs serialise, and hash, identically (bools stay bools:
         # True == 1 would otherwise map to an option 1).
-        out: Arch = {label: (v if type(v) is bool else stored.get(v, v))
-                     for label, stored in self._stored.items() for v in (arch[label],)}
-        kernel0, expand0 = self.kernel_sizes[0], self.expand_ratios[0]
-        for depth_label, slots in self._stage_labels:
-            depth = out[depth_label]
-            if isinstance(depth, int) and not isinstance(depth, bool):
-                for kernel_label, expand_label in slots[depth:]:
-                    out[kernel_label] = kernel0
-                    out[expand_label] = expand0
+        values = self._values_of(arch)
+        if self._int_options and set(map(type, values)) == {int}:
+            out: Arch = dict(zip(self._labels, values))  # every value already is its stored form
+        else:
+            out = {label: (v if type(v) is bool else stored.get(v, v))
+                   for (label, stored), v in zip(self._stored.items(), values)}
+        self._reset_inactive(out)
         return out
+
+    def _reset_inactive(self, arch: Arch) -> None:
+        """Set, in place, the slots beyond each stage's (int) depth to the smallest kernel and expand ratio."""
+        for depth_label, slots, resets in self._resets:
+            depth = arch[depth_label]
+            if type(depth) is int:  # not a bool, nor a float that canonical() could not map to an option
+                reset = resets.get(depth)
+                if reset is None:  # a depth outside 0..max_depth: slice as Python does
+                    kernel0, expand0 = self.kernel_sizes[0], self.expand_ratios[0]
+                    reset = {label: value for pair in slots[depth:] for label, value in zip(pair, (kernel0, expand0))}
+                arch.update(reset)
+
+    def mutate(self, arch: Mapping[str, Value], rng: np.random.Generator, *, rate: float | None = None) -> Arch:
+        """:meth:`SearchSpace.mutate` with its tables precomputed: the same draws from ``rng`` in the same
+        order, so the same child (a seeded search gives the same result as before this fast path)."""
+        labels = self._mutable_labels
+        if not labels:
+            return self.canonical(arch)
+        n = len(labels)
+        rate = 1.0 / n if rate is None else rate
+        start = self.canonical(arch)
+        random, integers, others_of = rng.random, rng.integers, self._others
+        child = start
+        for _ in range(32):  # retry until the canonical form differs (a change may hit an inactive choice)
+            child = dict(start)
+            forced = int(integers(n))
+            for k, label in enumerate(labels):
+                if k == forced or random() < rate:
+                    value = child[label]
+                    others = others_of[label].get(value)
+                    if others is None:  # a value that is not an option (canonical does not validate)
+                        others = tuple(o for o in self._choices[label] if o != value)
+                    child[label] = others[int(integers(len(others)))]
+            # Values are start's (canonical) or options, so canonical() reduces to resetting inactive slots.
+            self._reset_inactive(child)
+            if child != start:
+                return child
+        return child
 
     def input_shape(self, arch: Mapping[str, Value]) -> tuple[int, int, int]:
         r = int(arch["resolution"])
@@ -257,6 +320,90 @@ class OFASpace(WeightSharingSpace):
                 vec[base + nk + self.expand_ratios.index(arch[expand_label])] = 1.0
         vec[NUM_STAGES * self.max_depth * slot + self.resolutions.index(arch["resolution"])] = 1.0
         return vec
+
+    # ------------------------------------------------------------------ batch encodings
+    def encode_many(self, archs: Sequence[Mapping[str, Value]]) -> np.ndarray:
+        """``encode`` of every arch as one ``(len(archs), dim)`` array, by one gather from an index matrix;
+        equal, value for value, to stacking :meth:`encode` (archs the fast path cannot read take that path)."""
+        indices = self._choice_indices(archs)
+        if indices is None:
+            return super().encode_many(archs)
+        res, depth, kernel, expand, active = indices
+        n = len(archs)
+        nk, ne = len(self.kernel_sizes), len(self.expand_ratios)
+        slot = nk + ne
+        n_slots = NUM_STAGES * self.max_depth
+        out = np.zeros((n, n_slots * slot + len(self.resolutions)), dtype=np.float32)
+        rows = np.arange(n)[:, None]
+        base = (np.arange(n_slots) * slot)[None, :]
+        on = active.reshape(n, n_slots).astype(np.float32)  # inactive slots write 0 into their own zeros
+        out[rows, base + kernel.reshape(n, n_slots)] = on
+        out[rows, base + nk + expand.reshape(n, n_slots)] = on
+        out[np.arange(n), n_slots * slot + res] = 1.0
+        return out
+
+    def cost_features_many(self, archs: Sequence[Mapping[str, Value]]) -> np.ndarray:
+        """``cost_features`` of every arch as one ``(len(archs), dim)`` array from precomputed per-block cost
+        tables, summed slot by slot in the order :meth:`cost_features` adds them, so the floats are identical."""
+        indices = self._choice_indices(archs)
+        if indices is None:
+            return super().cost_features_many(archs)
+        res, depth, kernel, expand, active = indices
+        stage0, blocks, head = self._cost_table()
+        n = len(archs)
+        stage_idx = np.arange(NUM_STAGES)[None, :, None]
+        slot_idx = np.arange(self.max_depth)[None, None, :]
+        # (n, stage, slot, 4): each slot's cost, zero where the slot is inactive.
+        costs = blocks[res[:, None, None], stage_idx, slot_idx, kernel, expand] * active[..., None]
+        per_stage = np.zeros((n, NUM_STAGES, 4))
+        for j in range(self.max_depth):  # x + 0.0 == x, so an inactive slot leaves the running sum unchanged
+            per_stage += costs[:, :, j]
+        features = np.empty((n, 4 * (NUM_STAGES + 1) + 1))
+        features[:, 0:4] = stage0[res]
+        features[:, 4:-1] = per_stage.reshape(n, 4 * NUM_STAGES)
+        features[:, -1] = head[res]
+        return features
+
+    def _choice_indices(self, archs: Sequence[Mapping[str, Value]]):
+        """``(resolution, depth, kernel, expand, active)`` option indices of ``archs`` (kernel, expand, active
+        shaped ``(n, stages, max_depth)``), or None when some arch has a value the tables do not hold (not an
+        option in an active slot, a non-number, a missing label): the per-arch paths handle those as before."""
+        if not archs:
+            return None
+        try:
+            values = np.array([self._values_of(a) for a in archs])
+        except (KeyError, TypeError, ValueError):
+            return None
+        if values.ndim != 2 or values.dtype.kind not in "iuf":
+            return None
+        res, res_ok = _option_index(values[:, self._res_col], self.resolutions)
+        depth_values = values[:, self._depth_cols]
+        depth, depth_ok = _option_index(depth_values, self.depths)
+        kernel, kernel_ok = _option_index(values[:, self._kernel_cols], self.kernel_sizes)
+        expand, expand_ok = _option_index(values[:, self._expand_cols], self.expand_ratios)
+        active = np.arange(self.max_depth)[None, None, :] < depth_values[:, :, None]
+        if not (res_ok.all() and depth_ok.all() and (kernel_ok | ~active).all() and (expand_ok | ~active).all()):
+            return None
+        return res, depth, kernel, expand, active
+
+    def _cost_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per resolution: the first block's cost (4), every (stage, slot, kernel, expand) block's cost and the
+        stem + head MACs, from the same :meth:`_block_cost` the per-arch path adds up."""
+        if self._cost_tables is None:
+            nr, nk, ne = len(self.resolutions), len(self.kernel_sizes), len(self.expand_ratios)
+            stage0 = np.zeros((nr, 4))
+            blocks = np.zeros((nr, NUM_STAGES, self.max_depth, nk, ne, 4))
+            head = np.zeros(nr)
+            for a, r in enumerate(self.resolutions):
+                stage0[a] = self._block_cost(r, 0, 0, 3, 1)
+                head[a] = self._block_cost(r, -1, 0, 0, 0)[0]
+                for i in range(NUM_STAGES):
+                    for j in range(self.max_depth):
+                        for b, k in enumerate(self.kernel_sizes):
+                            for c, e in enumerate(self.expand_ratios):
+                                blocks[a, i, j, b, c] = self._block_cost(r, i + 1, j, k, e)
+            self._cost_tables = (stage0, blocks, head)
+        return self._cost_tables
 
     # ------------------------------------------------------------------ public form
     def to_public(self, arch: Mapping[str, Value]) -> dict[str, object]:
@@ -440,6 +587,13 @@ def _list(key: str, value: object, length: int) -> list:
         got = f"a list of length {len(value)}" if isinstance(value, (list, tuple)) else repr(value)
         raise InvalidArchError(f'OFA architecture key "{key}" must be a list of {length} values, got {got}')
     return list(value)
+
+
+def _option_index(values: np.ndarray, options: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Index of each value in the ascending ``options`` (clipped into range) and whether it is that option."""
+    table = np.asarray(options, dtype=np.float64)
+    index = np.clip(np.searchsorted(table, values), 0, len(options) - 1)
+    return index, table[index] == values
 
 
 def _pick(where: str, value: object, options: tuple) -> Value:
