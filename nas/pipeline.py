@@ -238,13 +238,14 @@ def run_strategy(strategy, accuracy: Surrogate, latency: Surrogate, *, queries: 
     history: list[Trial] = []
     with tqdm(total=queries, desc=f"search ({strategy.name}, predictor-scored)", disable=not progress) as bar:
         while len(history) < queries:
-            archs = strategy.ask_many(min(batch, queries - len(history)))
-            accs = np.clip(accuracy.predict(archs), 0.0, 1.0)
-            lats = np.maximum(latency.predict(archs), 1e-6)
-            for arch, acc, lat in zip(archs, accs, lats):
-                metrics = {"accuracy": float(acc), "latency_ms": float(lat)}
+            asked = strategy.ask_many_with_ids(min(batch, queries - len(history)))
+            archs = [arch for arch, _ in asked]
+            accs = np.clip(accuracy.predict(archs), 0.0, 1.0).tolist()
+            lats = np.maximum(latency.predict(archs), 1e-6).tolist()
+            for (arch, key), acc, lat in zip(asked, accs, lats):
+                metrics = {"accuracy": acc, "latency_ms": lat}
                 strategy.tell(arch, metrics)
-                history.append(Trial(arch=arch, metrics=metrics))
+                history.append(Trial(arch=arch, metrics=metrics, arch_id=key))  # id from the strategy: hashed once
             bar.update(len(archs))
     return history
 

@@ -53,6 +53,11 @@ class Strategy(abc.ABC):
         """``n`` proposals at once (for batched evaluation, e.g. with a predictor)."""
         return [self.ask() for _ in range(n)]
 
+    def ask_many_with_ids(self, n: int) -> list[tuple[Arch, str]]:
+        """:meth:`ask_many` with each arch's :func:`~nas.arch.arch_id`, so a caller that records trials need not
+        hash an arch the strategy has already hashed (a strategy that keeps the ids overrides this)."""
+        return [(arch, arch_id(arch)) for arch in self.ask_many(n)]
+
     def state_dict(self) -> dict:
         """JSON-serialisable state; subclasses extend it with their own fields."""
         return {"name": self.name, "seed": self.seed, "rng": self.rng.bit_generator.state}
@@ -91,7 +96,8 @@ def draw_unseen(propose: Callable[[], Arch], seen: set[str], *, tries: int = 20)
     nearly exhausted space still yields); the arch's id is added to ``seen``."""
     for _ in range(tries):
         arch = propose()
-        if arch_id(arch) not in seen:
+        key = arch_id(arch)
+        if key not in seen:
             break
-    seen.add(arch_id(arch))
+    seen.add(key)
     return arch

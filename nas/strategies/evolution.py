@@ -53,15 +53,23 @@ class EvolutionStrategy(Strategy):
         self._population: list[dict] = []  # {"arch", "metrics"} survivors
         self._offspring: list[dict] = []  # told, not yet merged
         self._pending: list[Arch] = []  # bred, not yet asked
+        self._pending_ids: list[str] = []  # their arch ids (computed once, in _breed)
         self._seen: set[str] = set()
         self._rank: list[int] = []  # non-domination rank of each survivor (for tournaments)
         self._crowding: list[float] = []
+        self._keys: list[tuple[int, float]] = []  # tournament order of each survivor: rank, then crowding
 
     # ------------------------------------------------------------------ ask / tell
     def ask(self) -> Arch:
+        return self._next()[0]
+
+    def ask_many_with_ids(self, n: int) -> list[tuple[Arch, str]]:
+        return [self._next() for _ in range(n)]
+
+    def _next(self) -> tuple[Arch, str]:
         if not self._pending:
-            self._pending = self._breed(self.population_size)
-        return self._pending.pop(0)
+            self._pending, self._pending_ids = self._breed(self.population_size)
+        return self._pending.pop(0), self._pending_ids.pop(0)
 
     def tell(self, arch: Mapping, metrics: Mapping[str, float]) -> None:
         self._check_metrics(metrics)
@@ -70,8 +78,9 @@ class EvolutionStrategy(Strategy):
             self._select()
 
     # ------------------------------------------------------------------ internals
-    def _breed(self, n: int) -> list[Arch]:
+    def _breed(self, n: int) -> tuple[list[Arch], list[str]]:
         children: list[Arch] = []
+        ids: list[str] = []
         for _ in range(n):
             for attempt in range(20):
                 if not self._population:
@@ -83,7 +92,8 @@ class EvolutionStrategy(Strategy):
                     break
             self._seen.add(key)
             children.append(child)
-        return children
+            ids.append(key)
+        return children, ids
 
     def _make_child(self) -> Arch:
         first = self._tournament()
@@ -96,9 +106,9 @@ class EvolutionStrategy(Strategy):
 
     def _tournament(self) -> Arch:
         k = min(self.tournament_size, len(self._population))
-        picks = self.rng.choice(len(self._population), size=k, replace=False)
-        best = min(picks, key=lambda i: (self._rank[i], -self._crowding[i]))
-        return self._population[int(best)]["arch"]
+        picks = self.rng.choice(len(self._population), size=k, replace=False).tolist()
+        best = min(picks, key=self._keys.__getitem__)  # first of equals, as before
+        return self._population[best]["arch"]
 
     def _select(self) -> None:
         pool = self._population + self._offspring
@@ -120,7 +130,12 @@ class EvolutionStrategy(Strategy):
         self._population = [pool[i] for i in survivors]
         self._rank = rank
         self._crowding = crowding
+        self._set_keys()
         self.generation += 1
+
+    def _set_keys(self) -> None:
+        # Built once per generation rather than as a tuple per comparison in every tournament.
+        self._keys = [(r, -c) for r, c in zip(self._rank, self._crowding)]
 
     @property
     def population(self) -> list[dict]:
@@ -146,8 +161,10 @@ class EvolutionStrategy(Strategy):
         self._population = [dict(p) for p in state["population"]]
         self._rank = list(state["rank"])
         self._crowding = [float(c) for c in state["crowding"]]
+        self._set_keys()
         self._offspring = [dict(p) for p in state["offspring"]]
         self._pending = [dict(a) for a in state["pending"]]
+        self._pending_ids = [arch_id(a) for a in self._pending]
         self._seen = set(state["seen"])
 
 
