@@ -64,13 +64,11 @@ def _numeric_json(arch: dict) -> str | None:
         if len(_TEMPLATES) < _MAX_TEMPLATES:
             _TEMPLATES[keys] = entry
     values = entry[0](arch)
-    if not set(map(type, values)) <= _NUMBER_TYPES:
+    types = set(map(type, values))
+    if not types <= _NUMBER_TYPES:
         return None
-    try:
-        if not all(map(math.isfinite, values)):  # json writes NaN/Infinity; leave those to it
-            return None
-    except OverflowError:  # an int too large for a float: still valid JSON, json.dumps writes it
-        return None
+    if float in types and not all(math.isfinite(v) for v in values if type(v) is float):
+        return None  # json writes NaN/Infinity; leave those to it
     return entry[1] % values
 
 

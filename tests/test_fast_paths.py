@@ -14,6 +14,7 @@ import pytest
 
 from nas.arch import arch_id, canonical_json
 from nas.errors import InvalidArchError
+from nas.strategies.evolution import sample_without_replacement
 from search_spaces.base import SearchSpace
 from search_spaces.ofa import OFASpace
 
@@ -137,3 +138,13 @@ def test_arch_id_on_random_ofa_archs_matches_json() -> None:
     space = SPACES["float_expand"]()
     for arch in messy_archs(space, 50, seed=3):
         assert arch_id(arch) == reference_id(arch)
+
+
+def test_tournament_picks_equal_numpy_choice() -> None:
+    for seed in range(50):
+        for n, k in ((2, 2), (3, 1), (10, 2), (100, 2), (100, 5), (5000, 3)):
+            a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+            a.integers(7), b.integers(7)  # leave half a 64-bit draw buffered, as a search does
+            for _ in range(3):
+                assert sample_without_replacement(a, n, k) == b.choice(n, size=k, replace=False).tolist()
+            assert a.bit_generator.state == b.bit_generator.state
