@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import compress, count
 from operator import itemgetter
 
 import numpy as np
@@ -172,57 +173,51 @@ class OFASpace(WeightSharingSpace):
 
     def mutate(self, arch: Mapping[str, Value], rng: np.random.Generator, *, rate: float | None = None) -> Arch:
         """:meth:`SearchSpace.mutate` with its tables precomputed and its draws batched: the same numbers from
-        ``rng`` in the same order, so the same child (a seeded search gives the same result as before)."""
+        ``rng`` in the same order, so the same child (a seeded search gives the same result as before).
+
+        Base mutate calls ``rng.random()`` once per label (about 40 calls of ~1 us each per child) and, after
+        each hit, ``rng.integers`` for the new value. Here one ``rng.random(m)`` draws the same numbers as the m
+        calls up to the next forced label; when a hit comes before the last of them, the generator is set back
+        and exactly the draws up to the hit are taken again, so ``rng.integers`` sees the generator as the
+        one-by-one loop leaves it."""
         labels = self._mutable_labels
         if not labels:
             return self.canonical(arch)
         n = len(labels)
         rate = 1.0 / n if rate is None else rate
+        below_rate = float(rate).__gt__  # r < rate, mapped over a list at C speed
         start = self.canonical(arch)
+        bit_generator = rng.bit_generator
         child = start
         for _ in range(32):  # retry until the canonical form differs (a change may hit an inactive choice)
             child = dict(start)
             forced = int(rng.integers(n))
-            for k in self._mutated_positions(rng, n, forced, rate):
+            k = 0
+            while k < n:
+                if k != forced:  # labels k..stop-1 each draw one random() (the forced label draws none)
+                    stop = forced if forced > k else n
+                    state = bit_generator.state
+                    draws = rng.random(stop - k).tolist()
+                    hit = next(compress(count(), map(below_rate, draws)), None)
+                    if hit is None:
+                        k = stop
+                        continue
+                    if hit < len(draws) - 1:
+                        bit_generator.state = state
+                        rng.random(hit + 1)
+                    k += hit
                 label = labels[k]
                 value = child[label]
                 others = self._others[label].get(value)
                 if others is None:  # a value that is not an option (canonical does not validate)
                     others = tuple(o for o in self._choices[label] if o != value)
                 child[label] = others[int(rng.integers(len(others)))]
+                k += 1
             # Values are start's (canonical) or options, so canonical() reduces to resetting inactive slots.
             self._reset_inactive(child)
             if child != start:
                 return child
         return child
-
-    @staticmethod
-    def _mutated_positions(rng: np.random.Generator, n: int, forced: int, rate: float):
-        """Yield, in order, the positions base mutate resamples: ``forced``, and each other one whose
-        ``rng.random() < rate``; the caller draws the new value (``rng.integers``) before the next is yielded.
-
-        Base mutate calls ``rng.random()`` once per label, about 40 calls of ~1 us each per child. Here one
-        ``rng.random(m)`` draws the same numbers as m such calls; when a hit comes before the last of them,
-        the generator is set back and exactly the draws up to the hit are taken again, so the caller's
-        ``rng.integers`` sees the generator in the state the one-by-one loop leaves it in."""
-        k = 0
-        while k < n:
-            if k == forced:  # base mutate draws no random() for the forced label
-                yield k
-                k += 1
-                continue
-            stop = forced if forced > k else n  # the labels k..stop-1 each draw one random()
-            state = rng.bit_generator.state
-            draws = rng.random(stop - k).tolist()
-            hit = next((i for i, r in enumerate(draws) if r < rate), None)
-            if hit is None:
-                k = stop
-                continue
-            if hit < len(draws) - 1:
-                rng.bit_generator.state = state
-                rng.random(hit + 1)
-            yield k + hit
-            k += hit + 1
 
     def input_shape(self, arch: Mapping[str, Value]) -> tuple[int, int, int]:
         r = int(arch["resolution"])
