@@ -114,6 +114,10 @@ class OFASpace(WeightSharingSpace):
             (depth_label, slots, {d: {label: value for pair in slots[d:] for label, value in zip(pair, smallest)}
                                   for d in range(self.max_depth + 1)})
             for depth_label, slots in self._stage_labels)
+        # All stages' resets per tuple of (int) depths, filled as met: 3^5 tuples for OFA's depths.
+        self._depths_of = itemgetter(*(depth_label for depth_label, _ in self._stage_labels))
+        self._int_depth_types = (int,) * NUM_STAGES
+        self._reset_by_depths: dict[tuple, dict[str, Value]] = {}
         # Column of each label in a value matrix (rows: archs, columns: labels in choice order).
         column = {label: c for c, label in enumerate(self._labels)}
         self._res_col = column["resolution"]
@@ -162,6 +166,19 @@ class OFASpace(WeightSharingSpace):
 
     def _reset_inactive(self, arch: Arch) -> None:
         """Set, in place, the slots beyond each stage's (int) depth to the smallest kernel and expand ratio."""
+        depths = self._depths_of(arch)
+        if tuple(map(type, depths)) == self._int_depth_types:  # the usual case: one lookup for all stages
+            reset = self._reset_by_depths.get(depths)
+            if reset is None and all(0 <= d <= self.max_depth for d in depths):
+                reset = {}
+                for (_, _, resets), depth in zip(self._resets, depths):
+                    reset.update(resets[depth])
+                if len(self._reset_by_depths) < 4096:
+                    self._reset_by_depths[depths] = reset
+            if reset is not None:
+                arch.update(reset)
+                return
+        # Bools, unmapped floats and depths outside 0..max_depth, stage by stage.
         for depth_label, slots, resets in self._resets:
             depth = arch[depth_label]
             if type(depth) is int:  # not a bool, nor a float that canonical() could not map to an option

@@ -41,7 +41,7 @@ def reference_canonical(space: OFASpace, arch: dict) -> dict:
     for i in range(1, 6):
         depth = out[f"stage{i}.depth"]
         if isinstance(depth, int) and not isinstance(depth, bool):
-            for j in range(depth, space.max_depth):
+            for j in list(range(space.max_depth))[depth:]:  # slots[depth:], as the original sliced
                 out[f"stage{i}.block{j}.kernel"] = space.kernel_sizes[0]
                 out[f"stage{i}.block{j}.expand"] = space.expand_ratios[0]
     return out
@@ -89,6 +89,8 @@ def test_canonical_mutate_crossover_equal_reference(name: str) -> None:
     space = SPACES[name]()
     archs = messy_archs(space, 30, seed=2)
     archs.append(dict(archs[0], **{"stage2.depth": True}))  # a bool depth stays and resets nothing
+    for odd in (0, -1, 7, 2.5):  # depths canonical() does not validate: sliced as Python slices
+        archs.append(dict(archs[0], **{"stage3.depth": odd}))
     for arch in archs:
         assert space.canonical(arch) == reference_canonical(space, arch)
         assert arch_id(space.canonical(arch)) == arch_id(reference_canonical(space, arch))
