@@ -82,6 +82,8 @@ def test_batch_encodings_equal_per_arch(name: str) -> None:
                                   np.stack([space.cost_features(archs[0]), space.cost_features(odd)]))
     with pytest.raises(ValueError):  # what encode says about a kernel that is not an option
         space.encode_many([archs[0], odd])
+    with pytest.raises(ValueError):  # a string is not an option either, even one that reads as a number
+        space.encode_many([archs[0], dict(archs[0], **{"stage1.block0.kernel": "3"})])
 
 
 @pytest.mark.parametrize("name", sorted(SPACES))
