@@ -413,7 +413,7 @@ class OFASpace(WeightSharingSpace):
         features[:, -1] = head[res]
         return features
 
-    def _choice_indices(self, archs: Sequence[Mapping[str, Value]]):
+    def _choice_indices(self, archs: Sequence[Mapping[str, Value]]) -> tuple[np.ndarray, ...] | None:
         """``(resolution, depth, kernel, expand, active)`` option indices of ``archs`` (kernel, expand, active
         shaped ``(n, stages, max_depth)``), or None when some arch has a value the tables do not hold (not an
         option in an active slot, a non-number, a missing label): the per-arch paths handle those as before."""
