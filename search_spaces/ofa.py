@@ -236,16 +236,6 @@ class OFASpace(WeightSharingSpace):
                 return child
         return child
 
-    def crossover(self, a: Mapping[str, Value], b: Mapping[str, Value], rng: np.random.Generator) -> Arch:
-        """:meth:`SearchSpace.crossover` reading both parents' values in label order at once (same draws)."""
-        try:
-            values_a, values_b = self._values_of(a), self._values_of(b)
-        except (KeyError, TypeError):  # a parent lacking labels: base crossover says what it says (no draw yet)
-            return super().crossover(a, b, rng)
-        draws = rng.random(len(self._labels)).tolist()
-        child = {label: (x if r < 0.5 else y) for label, x, y, r in zip(self._labels, values_a, values_b, draws)}
-        return self.canonical(child)
-
     def input_shape(self, arch: Mapping[str, Value]) -> tuple[int, int, int]:
         r = int(arch["resolution"])
         return (self.in_channels, r, r)
