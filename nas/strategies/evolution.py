@@ -52,8 +52,7 @@ class EvolutionStrategy(Strategy):
         self.generation = 0
         self._population: list[dict] = []  # {"arch", "metrics"} survivors
         self._offspring: list[dict] = []  # told, not yet merged
-        self._pending: list[Arch] = []  # bred, not yet asked
-        self._pending_ids: list[str] = []  # their arch ids (computed once, in _breed)
+        self._pending: list[tuple[Arch, str]] = []  # bred, not yet asked, with their ids (hashed once, in _breed)
         self._seen: set[str] = set()
         self._rank: list[int] = []  # non-domination rank of each survivor (for tournaments)
         self._crowding: list[float] = []
@@ -68,8 +67,8 @@ class EvolutionStrategy(Strategy):
 
     def _next(self) -> tuple[Arch, str]:
         if not self._pending:
-            self._pending, self._pending_ids = self._breed(self.population_size)
-        return self._pending.pop(0), self._pending_ids.pop(0)
+            self._pending = self._breed(self.population_size)
+        return self._pending.pop(0)
 
     def tell(self, arch: Mapping, metrics: Mapping[str, float]) -> None:
         self._check_metrics(metrics)
@@ -78,9 +77,8 @@ class EvolutionStrategy(Strategy):
             self._select()
 
     # ------------------------------------------------------------------ internals
-    def _breed(self, n: int) -> tuple[list[Arch], list[str]]:
-        children: list[Arch] = []
-        ids: list[str] = []
+    def _breed(self, n: int) -> list[tuple[Arch, str]]:
+        children: list[tuple[Arch, str]] = []
         for _ in range(n):
             for attempt in range(20):
                 if not self._population:
@@ -91,9 +89,8 @@ class EvolutionStrategy(Strategy):
                 if key not in self._seen or attempt == 19:
                     break
             self._seen.add(key)
-            children.append(child)
-            ids.append(key)
-        return children, ids
+            children.append((child, key))
+        return children
 
     def _make_child(self) -> Arch:
         first = self._tournament()
@@ -151,7 +148,7 @@ class EvolutionStrategy(Strategy):
             "rank": self._rank,
             "crowding": [c if np.isfinite(c) else "inf" for c in self._crowding],
             "offspring": self._offspring,
-            "pending": self._pending,
+            "pending": [arch for arch, _ in self._pending],
             "seen": sorted(self._seen),
         }
 
@@ -163,8 +160,7 @@ class EvolutionStrategy(Strategy):
         self._crowding = [float(c) for c in state["crowding"]]
         self._set_keys()
         self._offspring = [dict(p) for p in state["offspring"]]
-        self._pending = [dict(a) for a in state["pending"]]
-        self._pending_ids = [arch_id(a) for a in self._pending]
+        self._pending = [(dict(a), arch_id(a)) for a in state["pending"]]
         self._seen = set(state["seen"])
 
 
