@@ -194,3 +194,60 @@ def test_measuring_path_needs_neither_torch_nor_onnx() -> None:
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert time.perf_counter() - start < 30
+
+
+def test_input_shape_the_model_does_not_take_is_refused_with_400(agent: str) -> None:
+    client = AgentClient(agent, token=TOKEN)
+    status, body = raw(agent, "/measure?input_shape=3,9,9", body=tiny_model())
+    assert status == 400 and body["kind"] == "ConfigError", body
+    assert "does not fit the model" in body["error"] and "[1, 3, 8, 8]" in body["error"], body["error"]
+    with pytest.raises(ConfigError, match=r"device agent .*input_shape=4,8,8 does not fit the model.*3,8,8"):
+        client.measure(tiny_model(), (4, 8, 8), FAST)
+    assert client.measure(tiny_model(), TINY, FAST).n >= 5  # still serving
+
+
+def test_absurd_input_shape_is_refused_with_400_before_anything_is_allocated(agent: str) -> None:
+    # 3 x 100000 x 100000 floats would be 224 GiB (the allocation an agent once attempted)
+    start = time.perf_counter()
+    status, body = raw(agent, "/measure?input_shape=3,100000,100000", body=tiny_model())
+    assert status == 400 and body["kind"] == "ConfigError", body
+    assert "over the limit" in body["error"] and "--max-input-mb" in body["error"], body["error"]
+    assert time.perf_counter() - start < 10  # answered at once, not after an attempted allocation
+    with pytest.raises(ConfigError, match="over the limit of 32 MiB"):
+        AgentClient(agent, token=TOKEN).measure(tiny_model(), (3, 100000, 100000), FAST)
+    assert raw(agent, "/health")[1]["max_input_mb"] == 32.0
+
+
+def test_shape_checks_run_before_the_input_is_allocated() -> None:
+    """In-process agent (loopback), every allocation traced: refused requests stay far below the input's size."""
+    import threading
+    import tracemalloc
+
+    from nas.device.agent import make_server
+
+    server = make_server("127.0.0.1", 0, max_model_mb=1, max_input_mb=64)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        # 3x1000x1000: within the 64 MiB limit (24 MiB at 8 bytes), but not the tiny model's 3x8x8 input
+        cases = [("3,1000,1000", "does not fit the model"), ("3,100000,100000", "over the limit of 64 MiB")]
+        big = 3 * 1000 * 1000 * 4  # the float32 feed a mismatched shape would have made, at least
+        for shape, reason in cases:
+            tracemalloc.start()
+            try:
+                status, body = raw(server.url, f"/measure?input_shape={shape}", body=tiny_model(), token=None)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert status == 400 and reason in body["error"], body
+            assert peak < big / 4, f"{shape}: {peak / 2**20:.1f} MiB traced while refusing"
+        # positive control: tracemalloc does see a numpy array of that size (so the bound above means something)
+        tracemalloc.start()
+        try:
+            np.random.default_rng(0).standard_normal((1, 3, 1000, 1000)).astype(np.float32)
+            assert tracemalloc.get_traced_memory()[1] > big
+        finally:
+            tracemalloc.stop()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -5,7 +5,7 @@ so it runs on a board without torch. Endpoints (JSON responses; errors are ``{"e
 
 - ``GET /health``: ``ok``, ``device`` (:func:`~nas.hardware.measure.device_description`), ``runtime``,
   ``onnxruntime``, ``agent_version``, ``providers`` (available execution providers), ``threads`` (default),
-  ``max_model_mb``.
+  ``max_model_mb``, ``max_input_mb``.
 - ``POST /measure?input_shape=C,H,W[&threads=..&warmup=..&min_repeats=..&max_repeats=..&max_seconds=..
   &stable_ci=..|none&provider=..&outlier_k=..&reference=0|1&reference_block=..&reference_ms=..&seed=..]`` with the ONNX model
   bytes as the body: the :meth:`~nas.hardware.measure.Measurement.to_dict` of its measurement. Options not
@@ -15,7 +15,11 @@ so it runs on a board without torch. Endpoints (JSON responses; errors are ``{"e
 Safety: it binds to loopback unless told otherwise, and refuses to bind anywhere else without a token
 (``--token`` or ``$HWNAS_AGENT_TOKEN``); with a token every request needs ``Authorization: Bearer <token>``
 (401 otherwise). Bodies over ``--max-model-mb`` get 413 before they are read; malformed models get 400;
-the agent keeps serving after any failed request.
+an ``input_shape`` whose batch-1 input tensor would be over ``--max-input-mb`` (default 32 MiB, counted at
+8 bytes per element, the widest input type: a 3x1024x1024 image is 24 MiB) gets 400 before the model is even
+loaded, and one the model's declared
+input does not take (rank, fixed channels/height/width, a batch other than 1) gets 400 before the input is
+allocated; the agent keeps serving after any failed request.
 
 Concurrency: one model is measured at a time (timing two at once disturbs both). Further requests wait
 for their turn (the client's timeout should cover the wait); at most ``--max-queue`` /measure requests are
@@ -40,7 +44,7 @@ from typing import Any
 from nas.device import AGENT_VERSION, DEFAULT_PORT, TOKEN_ENV
 from nas.errors import ConfigError, DataError, ModelError, UserError
 from nas.hardware.measure import MeasureConfig, device_description, measure_onnx
-from nas.hardware.runtime import check_input_shape
+from nas.hardware.runtime import check_input_bytes, check_input_shape
 
 # A body over the limit is drained (not kept) up to this size so the client can read the 413 cleanly;
 # beyond it the connection is just closed.
@@ -115,12 +119,13 @@ class AgentServer(ThreadingHTTPServer):
     daemon_threads = True  # a hung client must not keep the agent from exiting
 
     def __init__(self, address: tuple[str, int], *, token: str | None, max_model_bytes: int, threads: int,
-                 max_queue: int) -> None:
+                 max_queue: int, max_input_bytes: int = 32 * 2**20) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, AgentHandler)
         self.token = token
         self.max_model_bytes = max_model_bytes
+        self.max_input_bytes = max_input_bytes
         self.default_threads = threads
         self.max_queue = max_queue
         self.pending = 0
@@ -182,6 +187,7 @@ class AgentHandler(BaseHTTPRequestHandler):
             "ok": True, "agent_version": AGENT_VERSION, "device": server.device,
             "runtime": f"onnxruntime {server.version}", "onnxruntime": server.version, "providers": server.providers,
             "threads": server.default_threads, "max_model_mb": server.max_model_bytes / 2**20,
+            "max_input_mb": server.max_input_bytes / 2**20,
         })
 
     def _drain(self, limit: int) -> None:
@@ -236,6 +242,9 @@ class AgentHandler(BaseHTTPRequestHandler):
             return
         try:
             shape, config, extra = parse_measure_query(parts.query, default_threads=self.server.default_threads)
+            # The largest element type a model input may have (float64) bounds the allocation; the model's own
+            # declared input is checked against the shape once it is parsed (in measure_onnx, before the feed).
+            check_input_bytes(shape, self.server.max_input_bytes, itemsize=8)
         except UserError as err:
             self._error(HTTPStatus.BAD_REQUEST, str(err), type(err).__name__)
             return
@@ -270,6 +279,7 @@ def make_server(
     max_model_mb: float = 64.0,
     threads: int = 1,
     max_queue: int = 8,
+    max_input_mb: float = 32.0,
 ) -> AgentServer:
     """A bound (not yet serving) agent; raises :class:`ConfigError` for an exposed bind without a token."""
     token = token or None
@@ -280,13 +290,15 @@ def make_server(
         )
     if not (isinstance(max_model_mb, (int, float)) and max_model_mb > 0):
         raise ConfigError(f"--max-model-mb must be a positive number, got {max_model_mb!r}")
+    if not (isinstance(max_input_mb, (int, float)) and not isinstance(max_input_mb, bool) and max_input_mb > 0):
+        raise ConfigError(f"--max-input-mb must be a positive number, got {max_input_mb!r}")
     if not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"--threads must be a positive int, got {threads!r}")
     if not isinstance(max_queue, int) or max_queue < 1:
         raise ConfigError(f"--max-queue must be a positive int, got {max_queue!r}")
     try:
         return AgentServer((host, port), token=token, max_model_bytes=int(max_model_mb * 2**20), threads=threads,
-                           max_queue=max_queue)
+                           max_queue=max_queue, max_input_bytes=int(max_input_mb * 2**20))
     except OSError as err:
         raise ConfigError(f"cannot listen on {host}:{port}: {err}; pick another --port or --host") from err
 
@@ -299,6 +311,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port; 0 picks a free one")
     serve.add_argument("--token", default=None, help=f"bearer token required from clients (default ${TOKEN_ENV})")
     serve.add_argument("--max-model-mb", type=float, default=64.0, help="largest model accepted, MiB")
+    serve.add_argument("--max-input-mb", type=float, default=32.0,
+                       help="largest batch-1 input tensor a request's input_shape may ask for, MiB (counted at 8 "
+                            "bytes per element); larger shapes get 400 before anything is allocated")
     serve.add_argument("--threads", type=int, default=1, help="default onnxruntime intra-op threads")
     serve.add_argument("--max-queue", type=int, default=8,
                        help="measure requests in flight at once (one measures, the rest wait); more get 503")
@@ -310,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
     try:
         server = make_server(args.host, args.port, token=token, max_model_mb=args.max_model_mb,
-                             threads=args.threads, max_queue=args.max_queue)
+                             threads=args.threads, max_queue=args.max_queue, max_input_mb=args.max_input_mb)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from nas.errors import ConfigError, DataError
-from nas.hardware.runtime import check_input_shape, load_session
+from nas.hardware.runtime import check_input_shape, check_model_input, load_session
 
 # 1.4826 * MAD estimates the standard deviation of normally distributed samples.
 _MAD_TO_SIGMA = 1.4826
@@ -318,6 +318,7 @@ def _feed(session: Any, shape: tuple[int, ...], seed: int) -> dict[str, np.ndarr
     dtype = _NUMPY_BY_INPUT.get(model_input.type)
     if dtype is None:
         raise ConfigError(f"cannot measure an ONNX model whose input is {model_input.type}; expected a float tensor")
+    check_model_input(model_input, shape)  # before allocating: a shape the model does not take fails here
     return {model_input.name: np.random.default_rng(seed).standard_normal((1, *shape)).astype(dtype)}
 
 

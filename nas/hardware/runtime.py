@@ -42,13 +42,61 @@ def check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
     return (int(shape[0]), int(shape[1]), int(shape[2]))
 
 
+def check_input_bytes(input_shape: Sequence[int], max_bytes: int, *, itemsize: int = 4) -> int:
+    """The size in bytes of a batch-1 input of ``input_shape`` (``C, H, W``), or :class:`ConfigError` if it is
+    over ``max_bytes``. Called before anything is allocated, so an absurd shape costs nothing."""
+    elements = 1
+    for v in input_shape:
+        elements *= int(v)  # Python ints: no overflow, whatever the shape
+    size = elements * itemsize
+    if size > max_bytes:
+        raise ConfigError(
+            f"input_shape={','.join(map(str, input_shape))} makes a {size / 2**20:,.1f} MiB input tensor "
+            f"({itemsize}-byte elements), over the limit of {max_bytes / 2**20:g} MiB; give the model's real "
+            f"input shape (channels,height,width), or raise the limit (device agent: --max-input-mb)"
+        )
+    return size
+
+
+def check_model_input(model_input: object, input_shape: Sequence[int]) -> None:
+    """:class:`ConfigError` unless a batch-1 tensor of ``input_shape`` (``C, H, W``) fits ``model_input``, the
+    ``NodeArg`` of an onnxruntime session's first input: same rank, batch 1 allowed, every fixed dimension
+    equal (symbolic dimensions such as ``batch`` or ``height`` accept any size). Checked before the input is
+    allocated: a shape the model does not take would otherwise fail inside ``session.run`` after allocating."""
+    declared = list(getattr(model_input, "shape", None) or [])
+    wanted = [1, *input_shape]
+    name = getattr(model_input, "name", "input")
+    shown = "[" + ", ".join(str(d) if isinstance(d, int) else repr(d) for d in declared) + "]"
+    if len(declared) != len(wanted):
+        raise ConfigError(
+            f"input_shape={','.join(map(str, input_shape))} does not fit the model: its input {name!r} has "
+            f"rank {len(declared)} {shown}, expected rank 4 (batch, channels, height, width)"
+        )
+    bad = [i for i, (d, w) in enumerate(zip(declared, wanted)) if isinstance(d, int) and d > 0 and d != w]
+    if bad:
+        hint = "the model's batch size must be 1 or symbolic" if bad == [0] else \
+            f"use input_shape={','.join(str(d) if isinstance(d, int) else '?' for d in declared[1:])}"
+        raise ConfigError(
+            f"input_shape={','.join(map(str, input_shape))} does not fit the model: its input {name!r} is "
+            f"{shown} (batch, channels, height, width), mismatched at dimension(s) {bad}; {hint}"
+        )
+
+
 def load_session(
     model: Path | bytes,
     *,
     threads: int = 1,
     provider: str = "CPUExecutionProvider",
+    allow_spinning: bool = True,
 ):  # -> onnxruntime.InferenceSession (not annotated so importing this module does not need onnxruntime)
     """An onnxruntime session for ``model`` (a path or the serialized bytes) with the measurement options.
+
+    ``allow_spinning=False`` makes idle worker threads sleep instead of busy-wait: for sessions that only check
+    a model (parity, test accuracy), so they do not take cores from other work (see :mod:`nas.threads`).
+    Measurement sessions keep onnxruntime's default (spinning allowed), on purpose: the measured latency is
+    the one a deployed session with default options gets, and a sleeping pool adds a wake-up delay to every
+    parallel operator that would be timed as model latency; at the protocol's default of one thread the pool
+    has no worker threads to spin, and measurements run one at a time under a lock, briefly.
 
     Raises :class:`ModelError` for a missing, empty or malformed model and :class:`ConfigError` for a bad
     thread count or an execution provider this onnxruntime does not have.
@@ -82,6 +130,9 @@ def load_session(
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
+    if not allow_spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(source, sess_options=options, providers=[provider])
     except Exception as err:
