@@ -4,7 +4,7 @@
 
 Protocol (fixed seed 0): per space, one random permutation of the table's rows; training sets are its first
 100 and 1000 rows, the test set is a fixed sample of 2000 other rows (all rows not used for training when the
-table is smaller). Models: see :mod:`predictors.latency` (``lut``, ``kernel``, ``hgbdt``, ``ridge``,
+table is smaller). Models: see :mod:`predictors.latency` (``lut``, ``kernel``, ``gbdt``, ``ridge``,
 ``flops``, ``params``). Metrics: :func:`predictors.metrics.latency_metrics`.
 
 Few-shot transfer, leave one device out: for every target column of a space, the source models are the
@@ -49,7 +49,7 @@ from predictors.transfer import CalibrationPredictor  # noqa: E402
 
 DATA = Path("/work/shared/data/hw-nas-bench-help")
 RESULTS = ROOT / "experiments" / "results"
-MODELS = ("lut", "kernel", "hgbdt", "ridge", "flops", "params")
+MODELS = ("lut", "kernel", "gbdt", "ridge", "flops", "params")
 TRAIN_SIZES = (100, 1000)
 SHOTS = (5, 10, 20)
 SHOT_DRAWS = 3

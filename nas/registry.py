@@ -21,7 +21,7 @@ _BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
     "space": ("search_spaces.ofa", "search_spaces.nb201", "search_spaces.fbnet"),
     "strategy": ("nas.strategies.evolution", "nas.strategies.random_search", "nas.strategies.regularized_evolution",
                  "nas.strategies.guided", "nas.strategies.reinforce", "nas.strategies.optuna_samplers"),
-    "predictor": ("predictors.ridge", "predictors.mlp", "predictors.gbdt", "predictors.hgbdt", "predictors.lut",
+    "predictor": ("predictors.ridge", "predictors.mlp", "predictors.gbdt", "predictors.lut",
                   "predictors.kernels", "predictors.baselines", "predictors.transfer"),
     "target": ("nas.hardware.targets", "nas.hardware.arm_cpu", "nas.hardware.gpu"),
 }

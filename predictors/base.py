@@ -7,6 +7,10 @@ A saved predictor is a directory::
                       "arrays": "arrays.npz", "arrays_sha256": ..., "metadata": {...}}
     arrays.npz       the fitted arrays (saved without pickle, so loading never runs code)
 
+A predictor built on a library (``gbdt``: LightGBM) keeps its fitted model in that library's own text format
+instead, as files beside ``predictor.json`` (``"texts": {file name: sha256}``, a key present only then), so
+the model is readable and loadable by the library itself and never pickled.
+
 :func:`load_predictor` reads ``type``, looks the class up in the predictor registry and rebuilds it from
 the hyperparameters and arrays, so predictions after loading are bit-identical to those before saving.
 """
@@ -118,6 +122,15 @@ class Predictor(abc.ABC):
     def set_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Restore the fitted state from :meth:`get_arrays`' output; raise ``KeyError``/``ValueError`` if unusable."""
 
+    def get_texts(self) -> dict[str, str]:
+        """Fitted state kept in a library's own text format, ``{file name: text}`` (none unless overridden)."""
+        return {}
+
+    def set_texts(self, texts: Mapping[str, str]) -> None:
+        """Restore :meth:`get_texts`' output (called before :meth:`set_arrays`); raise ``ValueError`` if unusable."""
+        if texts:
+            raise ValueError(f"{type(self).__name__} keeps no text files, but the saved predictor has {sorted(texts)}")
+
     # ------------------------------------------------------------------ public interface
     @property
     def is_fitted(self) -> bool:
@@ -155,6 +168,11 @@ class Predictor(abc.ABC):
         buffer = io.BytesIO()
         np.savez(buffer, **{key: np.asarray(value) for key, value in self.get_arrays().items()})
         payload = buffer.getvalue()
+        texts = {name: text.encode("utf-8") for name, text in self.get_texts().items()}
+        for name in texts:
+            if name in (META_FILE, ARRAYS_FILE) or Path(name).name != name or name.startswith("."):
+                raise ModelError(f"{type(self).__name__}: text file name {name!r} must be a plain file name "
+                                 f"other than {META_FILE} and {ARRAYS_FILE}")
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -165,6 +183,8 @@ class Predictor(abc.ABC):
             "arrays_sha256": hashlib.sha256(payload).hexdigest(),
             "metadata": meta_extra,
         }
+        if texts:
+            meta["texts"] = {name: hashlib.sha256(data).hexdigest() for name, data in texts.items()}
         try:
             text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as err:
@@ -172,6 +192,8 @@ class Predictor(abc.ABC):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         _atomic_write(path / ARRAYS_FILE, payload)
+        for name, data in texts.items():
+            _atomic_write(path / name, data)
         _atomic_write(path / META_FILE, (text + "\n").encode("utf-8"))
         self.metadata = meta_extra
         return path
@@ -233,10 +255,12 @@ def load_predictor(path: Path) -> Predictor:
         raise ModelError(
             f"predictor arrays file {arrays_path} is corrupt or was changed after saving (checksum mismatch)"
         )
+    texts = _read_texts(meta, meta_path)
     try:
         with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
         predictor = cls(**meta["hyperparameters"])
+        predictor.set_texts(texts)
         predictor.set_arrays(arrays)
         predictor.feature_dim = meta["feature_dim"]
         # One prediction catches arrays whose shapes disagree with each other or with feature_dim.
@@ -247,3 +271,26 @@ def load_predictor(path: Path) -> Predictor:
         raise ModelError(f"predictor {meta_path} is incompatible with this {cls.__name__}: {err}") from err
     predictor.metadata = meta.get("metadata") or {}
     return predictor
+
+
+def _read_texts(meta: Mapping[str, Any], meta_path: Path) -> dict[str, str]:
+    """The text files a predictor.json lists under ``texts``, checked against their sha256."""
+    listed = meta.get("texts", {})
+    if not isinstance(listed, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in listed.items()):
+        raise ModelError(f"predictor file {meta_path} has a malformed 'texts' entry; save the predictor again")
+    texts = {}
+    for name, digest in listed.items():
+        if Path(name).name != name or name in (META_FILE, ARRAYS_FILE):
+            raise ModelError(f"predictor file {meta_path} lists a text file {name!r} that is not a plain file name")
+        file = meta_path.parent / name
+        try:
+            data = file.read_bytes()
+        except OSError as err:
+            raise ModelError(f"predictor model file {file} cannot be read ({err}); it belongs beside {META_FILE}") from err
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ModelError(f"predictor model file {file} is corrupt or was changed after saving (checksum mismatch)")
+        try:
+            texts[name] = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ModelError(f"predictor model file {file} is not UTF-8 text ({err}); save the predictor again") from err
+    return texts

@@ -8,8 +8,7 @@ name      features     predictor
 ========  ===========  ================================================================
 lut       onehot       additive per-(position, choice) table, NNLS in relative error
 kernel    kernel       per-kernel-type (MACs, bytes, count) costs, NNLS in relative error
-hgbdt     encoding     histogram gradient-boosted trees on log latency
-gbdt      encoding     :mod:`predictors.gbdt` on log latency (exact splits; slow)
+gbdt      encoding     :mod:`predictors.gbdt` (LightGBM boosted trees) on log latency
 ridge     encoding     :mod:`predictors.ridge` on log latency
 mlp       encoding     :mod:`predictors.mlp` on log latency
 flops     flops        affine in MACs (baseline)
@@ -43,8 +42,9 @@ from search_spaces.base import SearchSpace
 MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
     "lut": ("lut", {}, "onehot"),
     "kernel": ("kernel", {}, "kernel"),
-    "hgbdt": ("hgbdt", {}, "encoding"),
-    "gbdt": ("gbdt", {"log_target": True}, "encoding"),
+    # Deeper trees and more of them than the accuracy default: latency tables have hundreds to thousands of rows.
+    "gbdt": ("gbdt", {"n_trees": 400, "max_depth": 4, "min_samples_leaf": 5, "max_bins": 32, "l2": 1.0,
+                      "log_target": True}, "encoding"),
     "ridge": ("ridge", {"log_target": True}, "encoding"),
     "mlp": ("mlp", {"log_target": True, "hidden_sizes": [128, 128], "epochs": 300}, "encoding"),
     "flops": ("flops", {}, "flops"),
@@ -53,7 +53,7 @@ MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
 #: ``auto`` per space: the best model of experiments/latency_predictors.py at 1000 training archs (NB201:
 #: trees see interactions of the cell's edges; FBNet: per-layer sums are exact; OFA: the kernel model is as
 #: good as the trees on the GPU columns and extrapolates to other configs).
-DEFAULT_MODEL = {"nb201": "hgbdt", "fbnet": "lut", "ofa": "kernel"}
+DEFAULT_MODEL = {"nb201": "gbdt", "fbnet": "lut", "ofa": "kernel"}
 MODEL_NAMES = (*MODELS, "auto")
 #: Space constructor arguments saved with a model (OFA has its own ``config()``).
 _SPACE_ATTRS = {"nb201": ("num_classes", "in_channels", "channels", "cells_per_stage", "resolution"),
@@ -63,7 +63,6 @@ _SPACE_ATTRS = {"nb201": ("num_classes", "in_channels", "channels", "cells_per_s
 def _ensure_registered() -> None:
     # The latency predictors register on import; nas.registry only auto-loads the original three.
     import predictors.baselines  # noqa: F401
-    import predictors.hgbdt  # noqa: F401
     import predictors.kernels  # noqa: F401
     import predictors.lut  # noqa: F401
     import predictors.transfer  # noqa: F401
@@ -71,7 +70,7 @@ def _ensure_registered() -> None:
 
 def resolve_model_name(name: str, space_name: str) -> str:
     if name == "auto":
-        return DEFAULT_MODEL.get(space_name, "hgbdt")
+        return DEFAULT_MODEL.get(space_name, "gbdt")
     if name not in MODELS:
         raise ConfigError(f"unknown latency predictor {name!r}; choose one of {list(MODEL_NAMES)}")
     return name

@@ -27,7 +27,7 @@ from search_spaces.profile import count_macs
 DATA = Path("/work/shared/data/hw-nas-bench-help")
 LUTS = Path("/work/shared/data/ofa-latency-luts")
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared HW-NAS-Bench data not present")
-NEW_PREDICTORS = ("lut", "kernel", "flops", "params", "hgbdt", "transfer")
+NEW_PREDICTORS = ("lut", "kernel", "flops", "params", "gbdt", "transfer")
 
 
 def toy(n: int = 120, d: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +49,7 @@ def test_new_predictors_round_trip_bit_identically(name: str, tmp_path: Path) ->
     from nas.registry import PREDICTORS
 
     X, y = toy()
-    small = {"hgbdt": {"n_trees": 30}}.get(name, {})
+    small = {"gbdt": {"n_trees": 30}}.get(name, {})
     predictor = PREDICTORS.get(name)(**small).fit(X[:100], y[:100])
     before = predictor.predict(X[100:])
     loaded = load_predictor(predictor.save(tmp_path / name))
@@ -164,12 +164,12 @@ def test_fbnet_additive_model_is_exact_on_raspi4() -> None:
 
 
 @needs_data
-def test_nb201_hgbdt_ranks_raspi4() -> None:
+def test_nb201_gbdt_ranks_raspi4() -> None:
     frame = table("nb201_latency.csv.xz").sample(1300, random_state=0)
     space = NB201Space()
     archs = [space.parse(s) for s in frame["arch_str"]]
     y = frame["raspi4"].to_numpy()
-    model = fit_latency_model(space, archs[:300], y[:300], "hgbdt")
+    model = fit_latency_model(space, archs[:300], y[:300], "gbdt")
     assert latency_metrics(y[300:], model.predict(archs[300:]))["spearman"] > 0.8
 
 

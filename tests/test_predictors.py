@@ -207,3 +207,81 @@ def test_gbdt_learns_an_interaction_a_linear_model_cannot() -> None:
     tree_err = np.abs(trees.predict(X[150:]) - y[150:]).mean()
     linear_err = np.abs(linear.predict(X[150:]) - y[150:]).mean()
     assert tree_err < 0.05 < linear_err
+
+
+# ---------------------------------------------------------------------- gbdt (LightGBM)
+def test_gbdt_saves_lightgbm_text_and_loads_bit_identically(tmp_path: Path) -> None:
+    import lightgbm
+
+    from predictors.gbdt import GBDTPredictor
+
+    X, y = toy_data(80)
+    model = GBDTPredictor(n_trees=60, max_depth=4, log_target=True).fit(X[:60], y[:60])
+    probe = np.random.default_rng(1).uniform(-1, 2, size=(500, 8))  # off the training grid too
+    saved = model.save(tmp_path / "g")
+    meta = json.loads((saved / "predictor.json").read_text())
+    text = (saved / "model.txt").read_text()
+    assert set(meta["texts"]) == {"model.txt"} and text.startswith("tree")
+    assert lightgbm.Booster(model_file=str(saved / "model.txt")).num_trees() == 60  # the library reads it as is
+    loaded = load_predictor(saved)
+    assert loaded.hyperparameters() == model.hyperparameters()
+    np.testing.assert_array_equal(loaded.predict(probe), model.predict(probe))
+    np.testing.assert_array_equal(loaded.predict(X[60:]), model.predict(X[60:]))
+
+    (saved / "model.txt").write_text(text.replace("tree", "trie", 1))
+    with pytest.raises(ModelError, match="checksum"):
+        load_predictor(saved)
+    # A file of the numpy booster that used to be registered as gbdt (arrays, no model.txt) fails clearly.
+    old = {**meta, "hyperparameters": {"n_trees": 60}}
+    del old["texts"]
+    (saved / "predictor.json").write_text(json.dumps(old))
+    with pytest.raises(ModelError, match="numpy booster of an older hwnas"):
+        load_predictor(saved)
+
+
+def test_gbdt_is_deterministic_for_a_seed() -> None:
+    from predictors.gbdt import GBDTPredictor
+
+    X, y = toy_data(100, seed=2)
+    runs = [GBDTPredictor(seed=seed, subsample=0.7).fit(X, y) for seed in (5, 5, 6)]
+    assert runs[0].get_texts() == runs[1].get_texts()
+    np.testing.assert_array_equal(runs[0].predict(X), runs[1].predict(X))
+    assert not np.array_equal(runs[0].predict(X), runs[2].predict(X))  # the seed draws the row samples
+
+
+def test_gbdt_fits_tiny_training_sets() -> None:
+    """12 rows: LightGBM's own defaults (20 rows per leaf) give a constant model; ours splits and ranks."""
+    import lightgbm
+
+    from predictors.gbdt import GBDTPredictor
+
+    X, y = toy_data(60, seed=4)
+    default = lightgbm.train({"objective": "regression", "verbosity": -1}, lightgbm.Dataset(X[:12], y[:12]))
+    assert np.ptp(default.predict(X[12:])) == 0.0
+    pred = GBDTPredictor().fit(X[:12], y[:12]).predict(X[12:])
+    assert np.ptp(pred) > 0.5 * np.ptp(y[:12])
+    assert regression_metrics(y[12:], pred)["spearman"] > 0.5
+
+
+def test_gbdt_bad_options_are_config_errors() -> None:
+    from predictors.gbdt import GBDTPredictor
+
+    for bad in (dict(n_trees=0), dict(learning_rate=0.0), dict(learning_rate=float("nan")), dict(max_depth=0),
+                dict(max_depth=17), dict(min_samples_leaf=0), dict(subsample=0.0), dict(subsample=1.5),
+                dict(max_bins=1), dict(l2=-1.0), dict(seed=-1), dict(seed=2**31), dict(log_target="yes"),
+                dict(threads=0), dict(n_trees=2.5), dict(threads=True)):
+        with pytest.raises(ConfigError, match="gbdt predictor"):
+            GBDTPredictor(**bad)
+    with pytest.raises(TypeError):
+        GBDTPredictor(100)  # type: ignore[misc]  # keyword-only
+    with pytest.raises(DataError, match="> 0"):
+        GBDTPredictor(log_target=True).fit(toy_data(20)[0], np.zeros(20))
+
+
+def test_a_removed_predictor_type_fails_to_load(tmp_path: Path) -> None:
+    """``hgbdt`` (the old numpy histogram booster) is gone: its saved files name an unknown type."""
+    saved = RidgePredictor().fit(*toy_data(30)).save(tmp_path / "p")
+    meta = json.loads((saved / "predictor.json").read_text())
+    (saved / "predictor.json").write_text(json.dumps({**meta, "type": "hgbdt"}))
+    with pytest.raises(ModelError, match="unknown predictor type.*'hgbdt'.*gbdt"):
+        load_predictor(saved)
