@@ -1,0 +1,556 @@
+"""Write every benchmark number in README.md and docs/*.md from ``experiments/results/*.json``.
+
+    python experiments/render_docs.py            # rewrite the generated blocks in place
+    python experiments/render_docs.py --check    # exit 1 and list the blocks whose text differs from the JSON
+
+A generated block is a region of a Markdown file between ``<!-- generated: NAME -->`` and ``<!-- /generated -->``;
+its content is what the renderer function ``NAME`` below returns, ending with a line that names the command and
+the date of the run it comes from (the ``run`` record of :mod:`results_io`; for a file written before that
+existed, its ``command`` key or the script that writes it, and the date of the file's last git commit). Text
+outside the blocks holds no measured numbers, so prose and JSON cannot drift apart: a rerun that changes a
+number changes the docs on the next render, and ``--check`` (run by ``tests/test_docs.py``) fails until it is done.
+
+A renderer reads its JSON by key through :class:`Node`; a missing key raises :class:`RenderError` naming the file
+and the key, so a change of layout breaks the check instead of leaving stale text behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path("experiments") / "results"
+DOC_FILES = ("README.md", "docs/*.md")
+BLOCK = re.compile(r"(<!-- generated: (?P<name>[a-z0-9_]+) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S)
+
+
+class RenderError(Exception):
+    """A results file or key a renderer needs is missing, or a block names no renderer."""
+
+
+# ------------------------------------------------------------------------------------------------ JSON access
+class Node:
+    """A JSON value that knows which file and key path it came from, for error messages."""
+
+    def __init__(self, value: Any, *, file: str, path: str = "") -> None:
+        self.value, self.file, self.path = value, file, path
+
+    def __getitem__(self, key: str | int) -> Any:
+        where = f"{self.path}[{key!r}]"
+        try:
+            value = self.value[key]
+        except (KeyError, IndexError, TypeError):
+            raise RenderError(f"{self.file}: no key {where} (the file's layout changed? "
+                              f"update its renderer in experiments/render_docs.py)") from None
+        return self._wrap(value, where)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """An optional key: ``default`` when absent."""
+        return self[key] if isinstance(self.value, dict) and key in self.value else default
+
+    def __contains__(self, key: str) -> bool:
+        return isinstance(self.value, dict) and key in self.value
+
+    def __iter__(self) -> Iterator[Any]:
+        if isinstance(self.value, dict):
+            return iter(self.value)
+        if isinstance(self.value, list):
+            return (self._wrap(v, f"{self.path}[{i}]") for i, v in enumerate(self.value))
+        raise RenderError(f"{self.file}: {self.path} is not a list or an object")
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        return ((k, self[k]) for k in self.value)
+
+    def _wrap(self, value: Any, path: str) -> Any:
+        return Node(value, file=self.file, path=path) if isinstance(value, (dict, list)) else value
+
+
+class Results:
+    """Loads ``experiments/results/*.json`` under ``root`` once each, and says where each came from."""
+
+    def __init__(self, root: Path = ROOT) -> None:
+        self.root = root
+        self._cache: dict[str, Node] = {}
+
+    def load(self, name: str) -> Node:
+        if name not in self._cache:
+            path = self.root / RESULTS / name
+            if not path.is_file():
+                raise RenderError(f"{RESULTS / name}: no such results file (run the experiment that writes it)")
+            try:
+                value = json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                raise RenderError(f"{RESULTS / name}: not valid JSON ({exc})") from None
+            self._cache[name] = Node(value, file=str(RESULTS / name))
+        return self._cache[name]
+
+    def source(self, name: str, *, command: str | None = None) -> str:
+        """``command (date)`` of the run behind ``name``: its ``run`` record, else a command and git's date.
+
+        Without a ``run`` record the command is ``command`` (the script that writes the file, given by the
+        renderer for files that name none or name the command they timed rather than the script) or the
+        file's own ``command`` key.
+        """
+        data = self.load(name)
+        if "run" in data:
+            run = data["run"]
+            load = run.get("load_average_1min")
+            extra = f", load average {load[0]:.2f}-{load[1]:.2f}" if load is not None else ""
+            return f"`{run['command']}` ({run['date']}{extra})"
+        cmd = command or data.get("command")
+        if cmd is None:
+            raise RenderError(f"{RESULTS / name}: no key 'run' or 'command', and its renderer names no command")
+        return f"`{cmd.strip()}` ({self._git_date(name)})"
+
+    def _git_date(self, name: str) -> str:
+        rel = str(RESULTS / name)
+        try:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--", rel], cwd=self.root, capture_output=True,
+                                   text=True, check=True).stdout.strip()
+            date = subprocess.run(["git", "log", "-1", "--format=%cs", "--", rel], cwd=self.root,
+                                  capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            raise RenderError(f"{rel}: has no 'run' record and git cannot date it (not a git checkout?)") from None
+        if dirty or not date:
+            return "date: not committed yet"
+        return f"date: {date}, last commit of the JSON"
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+def pct(x: float, digits: int = 0) -> str:
+    return f"{100 * x:.{digits}f}%"
+
+
+def num(x: float, digits: int = 3) -> str:
+    return f"{x:,.{digits}f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def footer(*sources: str) -> str:
+    return "\n<sub>From " + "; ".join(sources) + ".</sub>"
+
+
+def _unique(values: Any) -> list:
+    out: list = []
+    for v in values:
+        if v not in out:
+            out.append(v)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ renderers
+# One function per block, named as the block. Keep them small: a results layout changes, its renderer follows.
+Renderer = Callable[[Results], str]
+RENDERERS: dict[str, Renderer] = {}
+
+
+def renderer(fn: Renderer) -> Renderer:
+    RENDERERS[fn.__name__] = fn
+    return fn
+
+
+# main_command_arm_cpu.json's own `command` is the search it timed, not the script that timed it
+_MAIN_TIMING = "python experiments/main_command_timing.py --target arm_cpu"
+
+
+@renderer
+def main_command_arm_cpu(res: Results) -> str:
+    """The README's main command, timed twice by experiments/main_command_timing.py."""
+    d = res.load("main_command_arm_cpu.json")
+    cold, cached = d["runs"]["cold"], d["runs"]["cached"]
+    t = cold["timings_s"]
+    text = (f"The main command took {cold['wall_s']:.0f} s from an empty cache and {cached['wall_s']:.0f} s "
+            f"the second time, on this 2-core machine with no ARM board reachable, so its latencies are the "
+            f"prior's (`latency_source: {cold['latency_source']}`). Of the first run, {t['accuracy_samples']:.0f} s "
+            f"went to evaluating subnets with the shared weights, {t['search']:.1f} s to the search and "
+            f"{t['finalize']:.0f} s to re-evaluating the front and exporting, checking and testing the chosen "
+            f"network. The chosen network: validation accuracy {cold['best_val_accuracy']:.3f}, test accuracy "
+            f"through onnxruntime {cold['best_test_accuracy_onnx']:.3f}, max |ONNX - PyTorch| "
+            f"{cold['onnx_max_abs_diff']:.1e}, prior latency {cold['best_latency_ms']:.1f} ms; "
+            f"{cold['pareto_points']} points on the front; the accuracy predictor's Spearman on held-out "
+            f"subnets {cold['accuracy_predictor_spearman']:.3f}.")
+    return text + "\n" + footer(res.source("main_command_arm_cpu.json", command=_MAIN_TIMING))
+
+
+@renderer
+def shipped_supernet(res: Results) -> str:
+    """Largest and smallest subnet of the shipped supernet (its training summary, as the main command reports it)."""
+    d = res.load("main_command_arm_cpu.json")
+    val = d["runs"]["cold"]["supernet_val_accuracy"]
+    return (f"The shipped supernet's largest subnet reaches {val['largest']:.3f} and its smallest "
+            f"{val['smallest']:.3f} validation accuracy.\n"
+            + footer(res.source("main_command_arm_cpu.json", command=_MAIN_TIMING)))
+
+
+@renderer
+def ofa_accuracy_predictor(res: Results) -> str:
+    """Accuracy predictors on shared-weight accuracies of OFA subnets: mean (std) Spearman per training size."""
+    d = res.load("ofa_accuracy_predictor.json")
+    rows = list(d["rows"])
+    sizes = _unique(r["train"] for r in rows)
+    names = _unique(r["predictor"] for r in rows)
+    cell = {(r["predictor"], r["train"]): f"{r['spearman']:.2f} ± {r['spearman_std']:.2f}" for r in rows}
+    lo, hi = d["accuracy_range"][0], d["accuracy_range"][1]
+    text = (f"{d['args']['subnets']} subnets of the shipped supernet evaluated with shared weights (accuracies "
+            f"{lo:.3f}-{hi:.3f}); Spearman on the subnets not used for fitting, mean ± std over "
+            f"{d['args']['repeats']} random splits:\n\n")
+    body = table(["predictor"] + [f"{n} training subnets" for n in sizes],
+                 [[f"`{p}`"] + [cell.get((p, n), "-") for n in sizes] for p in names])
+    return text + body + "\n" + footer(res.source("ofa_accuracy_predictor.json"))
+
+
+@renderer
+def ofa_latency_predictor(res: Results) -> str:
+    """Latency predictor on measured OFA subnets against the measurement's own repeatability."""
+    d = res.load("ofa_latency_predictor.json")
+    args, rng = d["args"], d["latency_range_ms"]
+    text = (f"{args['archs']} subnets measured on this machine's CPU, {args['retest']} of them twice; fitted on "
+            f"{args['train']}, scored on the rest; latencies {rng[0]:.2f}-{rng[1]:.2f} ms.\n\n")
+    rows = [[f"`{name}`", f"{m['spearman']:.3f}", f"{m['kendall']:.3f}", f"{m['mape']:.1f}",
+             f"{m['within_5pct']:.2f}", f"{m['within_10pct']:.2f}"] for name, m in d["rows"].items()]
+    body = table(["model", "Spearman", "Kendall", "MAPE %", "within ±5%", "within ±10%"], rows)
+    cmd = f"python experiments/ofa_latency_predictor.py --archs {args['archs']} --train {args['train']} " \
+          f"--retest {args['retest']} --seed {args['seed']}"
+    return text + body + "\n" + footer(res.source("ofa_latency_predictor.json", command=cmd))
+
+
+@renderer
+def measurement_repeatability(res: Results) -> str:
+    """Two shuffled passes over random OFA subnets on this machine: how well a measurement repeats."""
+    d = res.load("ofa_cpu_measurements.json")
+    t, rng = d["test_retest"], d["latency_range_ms"]
+    text = (f"{d['archs']} random subnets of the default space, each measured twice in two shuffled passes "
+            f"({d['wall_s'] / 60:.1f} min; threads {d['target']['measure']['threads']}, drift correction "
+            f"{'on' if d['target']['measure']['reference'] else 'off'}): the passes agree to Spearman "
+            f"{t['spearman']:.3f}, {pct(t['within_10pct'])} of subnets within ±10%, mean absolute difference "
+            f"{t['mape']:.1f}%. These subnets span {rng[0]:.2f}-{rng[1]:.2f} ms, mostly per-kernel overhead, so "
+            f"the machine's noise is as large as most differences between them.")
+    cmd = f"python experiments/measure_ofa_cpu.py --archs {d['archs']} --seed {d['seed']}"
+    return text + "\n" + footer(res.source("ofa_cpu_measurements.json", command=cmd))
+
+
+@renderer
+def arm_prior(res: Results) -> str:
+    """The kernel-level ARM prior on a space it was not fitted on, alone and calibrated on K measurements."""
+    d = res.load("arm_prior.json")
+    args = d["args"]
+    rows = []
+    for r in d["rows"]:
+        power = (f"{r['power_law_spearman']:.3f} / {pct(r['power_law_within_10pct'])}"
+                 if "power_law_spearman" in r else "-")
+        if "test-retest" in r["fitted_on"]:  # the yardstick row: a second measurement, no prior
+            k = "-"
+        else:
+            k = "0 (prior alone)" if r["shots"] == 0 else str(r["shots"])
+        rows.append([r["evaluated_on"], r["fitted_on"], k, f"{r['spearman']:.3f}", f"{r['mape']:.1f}",
+                     pct(r["within_10pct"]), power])
+    text = (f"Mean over {args['repeats']} random choices of the K measured archs, scored on "
+            f"{args['eval_archs']} others:\n\n")
+    body = table(["evaluated on", "prior fitted on", "measurements (K)", "Spearman", "MAPE %", "within ±10%",
+                  "power law alone: Spearman / ±10%"], rows)
+    cmd = "python experiments/fit_arm_prior.py"
+    return text + body + "\n" + footer(res.source("arm_prior.json", command=cmd))
+
+
+# -- latency_predictors.json (changing: the booster columns; keep these three small)
+_LAT_SHOWN = (("nb201", "raspi4"), ("nb201", "pixel3"), ("fbnet", "raspi4"), ("fbnet", "pixel3"))
+
+
+def _latency_rows(d: Node) -> dict[tuple[str, str, str, int], Node]:
+    return {(r["space"], r["device"], r["model"], r["train_size"]): r for r in d["results"]}
+
+
+@renderer
+def latency_predictors(res: Results) -> str:
+    """Every latency model on the shipped device columns: Spearman / % within ±10% on held-out archs."""
+    d = res.load("latency_predictors.json")
+    p = d["protocol"]
+    models, sizes = list(p["models"]), list(p["train_sizes"])
+    rows = _latency_rows(d)
+
+    def cell(r: Node | None) -> str:
+        return "-" if r is None or r["spearman"] is None else f"{r['spearman']:.3f} / {100 * r['within_10pct']:.0f}"
+
+    def median_cell(space: str, devices: list[str], model: str, n: int) -> str:
+        got = [rows[(space, dev, model, n)] for dev in devices if (space, dev, model, n) in rows]
+        got = [r for r in got if r["spearman"] is not None]
+        if not got:
+            return "-"
+        return (f"{statistics.median(r['spearman'] for r in got):.3f} / "
+                f"{100 * statistics.median(r['within_10pct'] for r in got):.0f}")
+
+    out = []
+    for space, device in _LAT_SHOWN:
+        for n in sizes:
+            out.append([space, device, str(n)] + [cell(rows.get((space, device, m, n))) for m in models])
+    for space in ("nb201", "fbnet", "ofa"):
+        devices = _unique(k[1] for k in rows if k[0] == space)
+        label = f"median of the {len(devices)} {'GPU ' if space == 'ofa' else ''}columns"
+        for n in sizes:
+            out.append([space, label, str(n)] + [median_cell(space, devices, m, n) for m in models])
+    cpu = [k for k in rows if k[0] == "ofa(this_cpu)"]
+    for n in sorted({k[3] for k in cpu}):
+        out.append(["ofa (default config)", "this machine's CPU", str(n)]
+                   + [cell(rows.get(("ofa(this_cpu)", "this_cpu", m, n))) for m in models])
+    text = (f"Fitted on {' or '.join(map(str, sizes))} random architectures, scored on a fixed {p['test_size']} "
+            f"others (the CPU row: the measured subnets not used for fitting). Spearman / % within ±10%:\n\n")
+    body = table(["space", "device", "training archs"] + [f"`{m}`" for m in models], out)
+    cmd = "python experiments/latency_predictors.py" + (" --quick" if p["quick"] else "")
+    return text + body + "\n" + footer(res.source("latency_predictors.json", command=cmd))
+
+
+@renderer
+def latency_ceilings(res: Results) -> str:
+    """What the data allow: isomorphic NB201 cells measured separately, and a second measurement here."""
+    d = res.load("latency_predictors.json")
+    ceiling = d["extras"]["nb201"]["noise_ceiling"]
+    pi, px = ceiling["raspi4"], ceiling["pixel3"]
+    retest = d["extras"]["ofa(this_cpu)"]["test_retest"]
+    text = (f"The NAS-Bench-201 Pi 4 and Pixel 3 columns measure isomorphic cells (the same network with the two "
+            f"intermediate nodes swapped) separately; predicting each from its twins' mean reaches Spearman "
+            f"{pi['spearman']:.3f} / {pct(pi['within_10pct'])} within ±10% on the Pi 4 and {px['spearman']:.3f} / "
+            f"{pct(px['within_10pct'])} on the Pixel 3: no model of these columns can do much better. On this "
+            f"machine's CPU a second measurement of the same {retest['n_test']} subnets reaches Spearman "
+            f"{retest['spearman']:.3f} / {pct(retest['within_10pct'])} (mean difference {retest['mape']:.1f}%).")
+    cmd = "python experiments/latency_predictors.py"
+    return text + "\n" + footer(res.source("latency_predictors.json", command=cmd))
+
+
+@renderer
+def latency_transfer(res: Results) -> str:
+    """Few-shot transfer of latency predictors to a device left out."""
+    d = res.load("latency_predictors.json")
+    groups: dict[tuple[str, int], list[Node]] = {}
+    for r in d["transfer"]:
+        if r["spearman"] is not None and r["space"] in ("nb201", "fbnet", "ofa"):
+            groups.setdefault((r["space"], r["shots"]), []).append(r)
+    rows = []
+    for (space, shots), rs in groups.items():
+        worst = min(rs, key=lambda r: r["spearman"])
+        rows.append([f"{space} ({len(rs)} devices)", str(shots),
+                     f"{statistics.median(r['spearman'] for r in rs):.3f}",
+                     f"{worst['spearman']:.3f} ({worst['target']})",
+                     pct(statistics.median(r["within_10pct"] for r in rs)),
+                     f"{statistics.median(r['source_mean_spearman'] for r in rs):.3f}"])
+    p = d["protocol"]
+    text = (f"Sources: the space's other device columns; mean of {p['shot_draws']} draws of the K shots, scored on "
+            f"the {p['test_size']} test architectures:\n\n")
+    body = table(["space", "shots", "median Spearman", "worst device", "median within ±10%",
+                  "uncalibrated source mean (Spearman)"], rows)
+    cmd = "python experiments/latency_predictors.py"
+    return text + body + "\n" + footer(res.source("latency_predictors.json", command=cmd))
+
+
+# -- search_speed.json (changing: a side-by-side with the once-for-all package)
+@renderer
+def search_speed(res: Results) -> str:
+    """Predictor-scored search: architectures scored per second on the default OFA space."""
+    d = res.load("search_speed.json")
+    labels = {"latency_ridge": "ridge latency predictor", "latency_prior": "`arm_cpu` prior"}
+    rows, cmds = [], []
+    for key, label in labels.items():
+        r = d[key]
+        load = r["load_average_1min"]
+        rows.append([label, f"{r['archs_per_second']:,}", f"{r['queries']:,}", str(r["population"]),
+                     f"{load[0]:.2f}-{load[1]:.2f}"])
+        flag = "" if key == "latency_ridge" else " --latency prior"
+        cmds.append(f"python experiments/search_speed.py{flag} --queries {r['queries']}")
+    body = table(["latency model", "archs/s (median of runs)", "archs per run", "population",
+                  "load average (1 min)"], rows)
+    return body + "\n" + footer(res.source("search_speed.json", command="; ".join(cmds)))
+
+
+# -- search_nb201.json / search_fbnet.json (changing: budgets, latency columns, strategy=auto)
+def _strategy_kwargs_note(d: Node) -> str:
+    kwargs = d.get("strategy_kwargs")
+    if not kwargs:
+        return "every strategy with its CLI defaults"
+    set_ = "; ".join(f"`{s}`: " + ", ".join(f"{k}={v}" for k, v in kw.items()) for s, kw in kwargs.items())
+    return f"every strategy with its CLI defaults except {set_}"
+
+
+@renderer
+def search_nb201(res: Results) -> str:
+    """Strategies on NAS-Bench-201 (table accuracy and latency): accuracy, constrained and Pareto problems."""
+    d = res.load("search_nb201.json")
+    truth = d["truth"]
+    rows = list(d["rows"])
+    problems = _unique(r["problem"] for r in rows)
+    budgets = _unique(r["budget"] for r in rows)
+    by = {(r["strategy"], r["problem"], r["budget"]): r for r in rows}
+
+    def cell(r: Node | None) -> str:
+        if r is None:
+            return "-"
+        if r["problem"] == "pareto":
+            return f"{r['mean']:.3f} ± {r['std']:.3f}"
+        share = r["found_optimum"] if r["problem"] == "accuracy" else r["found_best_feasible"]
+        return f"{r['mean']:.2f} ± {r['std']:.2f} ({pct(share)})"
+
+    cols = [(p, b) for p in problems for b in budgets]
+    names = {"accuracy": "accuracy", "constrained": "constrained", "pareto": "Pareto HV"}
+    body = table(["strategy"] + [f"{names.get(p, p)} @{b}" for p, b in cols],
+                 [[f"`{s}`"] + [cell(by.get((s, p, b))) for p, b in cols] for s in _unique(r["strategy"] for r in rows)])
+    seeds = rows[0]["seeds"]
+    text = (f"{seeds} seeds, {_strategy_kwargs_note(d)}. Accuracy: best test accuracy found, mean ± std, and the "
+            f"share of seeds that found the optimum {truth['optimum']:.2f}. Constrained: best accuracy with latency "
+            f"under {truth['budget_ms']:.2f} ms (the median cell's), the true best feasible being "
+            f"{truth['best_feasible']:.2f} (share of seeds that found it). Pareto: hypervolume of the found front "
+            f"over the exact front's ({truth['exact_front_points']} points above the reference point).\n\n")
+    return text + body + "\n" + footer(res.source("search_nb201.json"))
+
+
+@renderer
+def search_fbnet(res: Results) -> str:
+    """Strategies on the FBNet space: most MACs under a latency budget, as a fraction of the exact optimum."""
+    d = res.load("search_fbnet.json")
+    truth = d["truth"]
+    rows = list(d["rows"])
+    budgets = _unique(r["budget"] for r in rows)
+    by = {(r["strategy"], r["budget"]): r for r in rows}
+
+    def cell(r: Node | None) -> str:
+        return "-" if r is None else f"{r['mean']:.3f} ± {r['std']:.3f} ({pct(r['within_1pct'])})"
+
+    body = table(["strategy"] + [f"@{b} queries" for b in budgets],
+                 [[f"`{s}`"] + [cell(by.get((s, b))) for b in budgets] for s in _unique(r["strategy"] for r in rows)])
+    text = (f"{rows[0]['seeds']} seeds, {_strategy_kwargs_note(d)}. Budget {truth['budget_ms']:.2f} ms (the "
+            f"table's median); exact optimum {truth['optimum_mmacs']:.2f} M MACs at "
+            f"{truth['optimum_latency_ms']:.3f} ms; the per-(layer, block) latency table fitted on the shipped "
+            f"networks reproduces their latency to {truth['latency_table_fit']['mape']:.2f}% mean error. Best "
+            f"feasible MACs found as a fraction of the optimum, mean ± std (share of seeds within 1%):\n\n")
+    return text + body + "\n" + footer(res.source("search_fbnet.json"))
+
+
+@renderer
+def search_fbnet_guided(res: Results) -> str:
+    """The `guided` rows rerun on their own after guided's acquisition changed."""
+    d = res.load("search_fbnet_guided.json")
+    cells = [f"{r['mean']:.3f} ± {r['std']:.3f} ({pct(r['within_1pct'])} within 1%) at {r['budget']} queries"
+             for r in d["rows"] if r["strategy"] == "guided"]
+    if not cells:
+        raise RenderError("experiments/results/search_fbnet_guided.json: no rows with strategy 'guided'")
+    return ("`guided` rerun alone with its current acquisition: " + "; ".join(cells) + ".\n"
+            + footer(res.source("search_fbnet_guided.json")))
+
+
+# -- README headlines: one line per result, each from the JSON behind its full table in docs/benchmarks.md
+@renderer
+def readme_headlines(res: Results) -> str:
+    main = res.load("main_command_arm_cpu.json")["runs"]["cold"]
+    nb = [r for r in res.load("search_nb201.json")["rows"] if r["problem"] == "accuracy"]
+    nb_best_budget = min(r["budget"] for r in nb)
+    nb_top = max((r for r in nb if r["budget"] == nb_best_budget), key=lambda r: r["mean"])
+    fb = list(res.load("search_fbnet.json")["rows"])
+    fb_budget = max(r["budget"] for r in fb)
+    fb_top = max((r for r in fb if r["budget"] == fb_budget), key=lambda r: r["mean"])
+    speed = res.load("search_speed.json")
+    lat = _latency_rows(res.load("latency_predictors.json"))
+    fb_lat = max((r for k, r in lat.items() if k[:2] == ("fbnet", "raspi4") and k[3] == 1000
+                  and r["spearman"] is not None), key=lambda r: r["within_10pct"])
+    lines = [
+        f"- **Main command**: {main['wall_s']:.0f} s on 2 CPU cores with the shipped supernet; the chosen "
+        f"network scores {main['best_test_accuracy_onnx']:.3f} test accuracy through onnxruntime, at "
+        f"{main['best_latency_ms']:.1f} ms on the ARM prior.",
+        f"- **Strategies, NAS-Bench-201** (accuracy only, {nb_best_budget} queries): best mean `{nb_top['strategy']}`, "
+        f"{nb_top['mean']:.2f} (optimum found in {pct(nb_top['found_optimum'])} of seeds).",
+        f"- **Strategies, FBNet** (most MACs under a Pi 4 budget, {fb_budget} queries): best `{fb_top['strategy']}`, "
+        f"{fb_top['mean']:.3f} of the exact optimum.",
+        f"- **Search speed**: {speed['latency_ridge']['archs_per_second']:,} architectures/s with the ridge "
+        f"predictors, {speed['latency_prior']['archs_per_second']:,}/s with the `arm_cpu` prior.",
+        f"- **Latency predictors**: on FBNet Pi 4 latencies from 1,000 measured networks, `{fb_lat['model']}` "
+        f"predicts {pct(fb_lat['within_10pct'])} of unseen networks within ±10%.",
+    ]
+    sources = [res.source("main_command_arm_cpu.json", command=_MAIN_TIMING), res.source("search_nb201.json"),
+               res.source("search_fbnet.json"),
+               res.source("search_speed.json", command="python experiments/search_speed.py"),
+               res.source("latency_predictors.json", command="python experiments/latency_predictors.py")]
+    return "\n".join(lines) + "\n" + footer(*sources)
+
+
+# ------------------------------------------------------------------------------------------------ driver
+def doc_paths(root: Path = ROOT) -> list[Path]:
+    paths: list[Path] = []
+    for pattern in DOC_FILES:
+        paths += sorted(root.glob(pattern))
+    return paths
+
+
+def render_text(text: str, res: Results, *, where: str = "") -> tuple[str, list[str]]:
+    """``text`` with every generated block re-rendered, and the names of blocks whose content changed."""
+    changed: list[str] = []
+
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in RENDERERS:
+            raise RenderError(f"{where}: block 'generated: {name}' names no renderer in experiments/render_docs.py "
+                              f"(known: {', '.join(sorted(RENDERERS))})")
+        body = RENDERERS[name](res).rstrip("\n") + "\n"
+        if body != m.group("body"):
+            changed.append(name)
+        return m.group(1) + body + m.group(4)
+
+    return BLOCK.sub(sub, text), changed
+
+
+def render(root: Path = ROOT, *, write: bool) -> list[str]:
+    """Render every doc under ``root``; returns ``FILE: block`` for each block that differed (written if ``write``)."""
+    res = Results(root)
+    differ: list[str] = []
+    for path in doc_paths(root):
+        rel = path.relative_to(root)
+        text = path.read_text()
+        new, changed = render_text(text, res, where=str(rel))
+        differ += [f"{rel}: {name}" for name in changed]
+        if write and new != text:
+            path.write_text(new)
+    return differ
+
+
+def unused_renderers(root: Path = ROOT) -> list[str]:
+    """Renderers no block names (a renamed or deleted block would otherwise leave a renderer nobody runs)."""
+    used = {m.group("name") for path in doc_paths(root) for m in BLOCK.finditer(path.read_text())}
+    return sorted(set(RENDERERS) - used)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block differs")
+    args = parser.parse_args(argv)
+    try:
+        unused = unused_renderers(ROOT)
+        if unused:
+            raise RenderError(f"renderers named by no block in README.md or docs/: {', '.join(unused)}")
+        differ = render(ROOT, write=not args.check)
+    except RenderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.check and differ:
+        print("generated blocks that differ from experiments/results/*.json "
+              "(run `python experiments/render_docs.py`):", file=sys.stderr)
+        for item in differ:
+            print(f"  {item}", file=sys.stderr)
+        return 1
+    for item in differ:
+        print(f"rewrote {item}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

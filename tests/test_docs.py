@@ -1,0 +1,179 @@
+"""README.md and docs/: numbers come from experiments/results/*.json, links resolve, the README stays short."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("render_docs", ROOT / "experiments" / "render_docs.py")
+render_docs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(render_docs)
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+README_MAX_LINES = 160
+MAIN_COMMAND = ("python3.11 -m venv .venv && . .venv/bin/activate && pip install -e . && "
+                "python -m nas.search +space=ofa +target=arm_cpu")
+TEST_COMMAND = 'python3.11 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && python -m pytest'
+
+# A measured number in prose: digits with a unit of time, rate, share, ratio or size, or a decimal fraction
+# (Spearman 0.94, accuracy 0.981). Outside generated blocks only code (commands, option defaults), HTML
+# comments and this allowlist may hold one.
+UNIT_NUMBER = re.compile(r"(?<![\w.\-])\d[\d,]*(?:\.\d+)?\s?(?:ms|µs|us|s|sec|min|%|pp|x|archs/s|/s|MB|MiB|GB|GiB)"
+                         r"(?![\w/])|(?<![\w.\-])\d+\.\d+(?![\w.])")
+ALLOWED = (
+    "1.53 M parameters",  # a property of NAS-Bench-201's network (tested in test_tabular_spaces), not a benchmark
+    "95% CI", "95% confidence interval",  # the measurement protocol's definition of a stable median
+)
+
+
+def _prose(text: str) -> str:
+    """``text`` without generated blocks, fenced code, inline code and HTML comments."""
+    text = render_docs.BLOCK.sub("", text)
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    for allowed in ALLOWED:
+        text = text.replace(allowed, "")
+    return text
+
+
+def hand_written_numbers(text: str) -> list[str]:
+    return [m.group(0) for m in UNIT_NUMBER.finditer(_prose(text))]
+
+
+def test_generated_blocks_match_their_json():
+    differ = render_docs.render(ROOT, write=False)
+    assert differ == [], ("docs differ from experiments/results/*.json; run `python experiments/render_docs.py`: "
+                          + ", ".join(differ))
+    assert render_docs.unused_renderers(ROOT) == []
+
+
+def test_every_doc_has_generated_blocks_and_each_ends_with_its_source():
+    names = []
+    for path in DOCS:
+        for m in render_docs.BLOCK.finditer(path.read_text()):
+            names.append(m.group("name"))
+            last = m.group("body").strip().splitlines()[-1]
+            assert last.startswith("<sub>From `") and re.search(r"\d{4}-\d{2}-\d{2}|not committed yet", last), \
+                f"{path.name}: block {m.group('name')} does not end with its command and date"
+    assert "readme_headlines" in names and len(names) >= 10
+
+
+def test_a_changed_number_in_a_block_is_caught():
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    m = next(m for m in render_docs.BLOCK.finditer(text) if m.group("name") == "search_nb201")
+    body = m.group("body")
+    digit = re.search(r"\d\.\d\d", body)
+    wrong = body[:digit.start()] + str((int(body[digit.start()]) + 1) % 10) + body[digit.start() + 1:]
+    stale = text[:m.start("body")] + wrong + text[m.end("body"):]
+    fixed, changed = render_docs.render_text(stale, render_docs.Results(ROOT))
+    assert changed == ["search_nb201"] and fixed == text
+
+
+def _tmp_root(tmp_path: Path, *, drop: str | None = None) -> Path:
+    """A root with one results file (with a ``run`` record) and a README holding one stale block."""
+    results = tmp_path / "experiments" / "results"
+    results.mkdir(parents=True)
+    data = json.loads((ROOT / "experiments" / "results" / "ofa_cpu_measurements.json").read_text())
+    data.pop(drop, None)
+    data["run"] = {"command": "python experiments/measure_ofa_cpu.py", "date": "2030-01-02 03:04 UTC",
+                   "load_average_1min": [0.1, 0.2]}
+    (results / "ofa_cpu_measurements.json").write_text(json.dumps(data))
+    (tmp_path / "README.md").write_text("# x\n\n<!-- generated: measurement_repeatability -->\nold text 0.5 ms\n"
+                                        "<!-- /generated -->\n")
+    return tmp_path
+
+
+def test_render_rewrites_a_stale_block_and_quotes_the_run(tmp_path):
+    root = _tmp_root(tmp_path)
+    assert render_docs.render(root, write=False) == ["README.md: measurement_repeatability"]
+    assert "old text" in (root / "README.md").read_text()  # --check writes nothing
+    render_docs.render(root, write=True)
+    text = (root / "README.md").read_text()
+    assert "old text" not in text
+    assert "`python experiments/measure_ofa_cpu.py` (2030-01-02 03:04 UTC, load average 0.10-0.20)" in text
+    assert render_docs.render(root, write=False) == []
+
+
+def test_a_missing_key_fails_naming_the_file_and_key(tmp_path):
+    root = _tmp_root(tmp_path, drop="test_retest")
+    with pytest.raises(render_docs.RenderError, match=r"ofa_cpu_measurements\.json: no key \['test_retest'\]"):
+        render_docs.render(root, write=False)
+    (root / "experiments" / "results" / "ofa_cpu_measurements.json").unlink()
+    with pytest.raises(render_docs.RenderError, match="ofa_cpu_measurements.json: no such results file"):
+        render_docs.render(root, write=False)
+
+
+def test_an_unknown_block_name_fails(tmp_path):
+    root = _tmp_root(tmp_path)
+    (root / "README.md").write_text("<!-- generated: no_such_renderer -->\nx\n<!-- /generated -->\n")
+    with pytest.raises(render_docs.RenderError, match="no_such_renderer"):
+        render_docs.render(root, write=False)
+
+
+def test_check_exit_status(tmp_path, monkeypatch, capsys):
+    assert render_docs.main(["--check"]) == 0
+    root = _tmp_root(tmp_path)
+    shutil.copy(root / "README.md", root / "README.orig")
+    monkeypatch.setattr(render_docs, "ROOT", root)
+    monkeypatch.setattr(render_docs, "RENDERERS", {"measurement_repeatability":
+                                                   render_docs.RENDERERS["measurement_repeatability"]})
+    assert render_docs.main(["--check"]) == 1
+    assert "README.md: measurement_repeatability" in capsys.readouterr().err
+    assert (root / "README.md").read_text() == (root / "README.orig").read_text()
+
+
+def test_readme_is_short_and_keeps_the_two_commands():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) < README_MAX_LINES
+    first_block = lines[lines.index("```bash") + 1:lines.index("```")]
+    assert MAIN_COMMAND in first_block and TEST_COMMAND in first_block
+    assert "![" in "\n".join(lines[:60]) and (ROOT / "docs" / "img" / "pareto.png").is_file()
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_relative_links_resolve():
+    broken = []
+    for path in DOCS:
+        text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            file_part, _, anchor = target.partition("#")
+            dest = (path.parent / file_part).resolve() if file_part else path
+            if not dest.exists():
+                broken.append(f"{path.name}: {target}")
+            elif anchor and dest.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", dest.read_text(), flags=re.M)
+                if anchor not in {_slug(h) for h in headings}:
+                    broken.append(f"{path.name}: {target} (no such heading)")
+    assert broken == []
+
+
+def test_no_hand_written_numbers_outside_generated_blocks():
+    found = {path.name: hand_written_numbers(path.read_text()) for path in DOCS}
+    assert {k: v for k, v in found.items() if v} == {}
+    every = "\n".join(path.read_text() for path in DOCS)
+    assert all(a in every for a in ALLOWED), "an allowlist entry no doc uses: remove it"
+
+
+@pytest.mark.parametrize("text, hits", [
+    ("the loop scores 8,800 archs/s at rest", ["8,800 archs/s"]),
+    ("it took 152 s, then 0.92x the peer, 36 % within", ["152 s", "0.92x", "36 %"]),
+    ("Spearman 0.935 on held-out subnets", ["0.935"]),
+    ("a 3x3 conv, 22 layers x 9 blocks, 5 scaled MADs, NAS-Bench-201", []),
+    ("`budget.queries=3000` and `0.005`, ```\nrun 10 s\n```", []),
+    ("<!-- generated: x -->\n152 s\n<!-- /generated -->", []),
+])
+def test_the_number_check_itself(text, hits):
+    assert hand_written_numbers(text) == hits
