@@ -432,7 +432,8 @@ def search_fbnet(res: Results) -> str:
                  [[f"`{s}`"] + [cell(by.get((s, b))) for b in budgets] for s in _unique(r["strategy"] for r in rows)])
     text = (f"{rows[0]['seeds']} seeds, {_strategy_kwargs_note(d)}. Budget {truth['budget_ms']:.2f} ms (the "
             f"table's median); exact optimum {truth['optimum_mmacs']:.2f} M MACs at "
-            f"{truth['optimum_latency_ms']:.3f} ms; the per-(layer, block) latency table fitted on the shipped "
+            f"{truth['optimum_latency_ms']:.3f} ms (upper bound from rounding latencies the other way: "
+            f"{truth['upper_bound_mmacs']:.2f} M); the per-(layer, block) latency table fitted on the shipped "
             f"networks reproduces their latency to {truth['latency_table_fit']['mape']:.2f}% mean error. Best "
             f"feasible MACs found as a fraction of the optimum, mean ± std (share of seeds within 1%):\n\n")
     return text + body + "\n" + footer(res.source("search_fbnet.json"))
