@@ -54,7 +54,7 @@ def test_generated_blocks_match_their_json():
     assert render_docs.unused_renderers(ROOT) == []
 
 
-def test_every_doc_has_generated_blocks_and_each_ends_with_its_source():
+def test_each_generated_block_ends_with_its_command_and_date():
     names = []
     for path in DOCS:
         for m in render_docs.BLOCK.finditer(path.read_text()):
