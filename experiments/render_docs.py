@@ -158,11 +158,19 @@ def _unique(values: Any) -> list:
 # One function per block, named as the block. Keep them small: a results layout changes, its renderer follows.
 Renderer = Callable[[Results], str]
 RENDERERS: dict[str, Renderer] = {}
+#: renderer -> the results file it waits for: until that file exists the renderer may be named by no block
+#: (written ahead of its experiment); once it exists, ``--check`` fails until a block names the renderer.
+PENDING: dict[str, str] = {}
 
 
-def renderer(fn: Renderer) -> Renderer:
-    RENDERERS[fn.__name__] = fn
-    return fn
+def renderer(fn: Renderer | None = None, *, pending_on: str | None = None) -> Any:
+    def register(f: Renderer) -> Renderer:
+        RENDERERS[f.__name__] = f
+        if pending_on is not None:
+            PENDING[f.__name__] = pending_on
+        return f
+
+    return register(fn) if fn is not None else register
 
 
 # main_command_arm_cpu.json's own `command` is the search it timed, not the script that timed it
@@ -376,6 +384,30 @@ def search_speed(res: Results) -> str:
     return body + "\n" + footer(res.source("search_speed.json", command="; ".join(cmds)))
 
 
+# -- shared_machine.json (written by experiments/shared_machine.py; not run yet when this renderer was written)
+@renderer(pending_on="shared_machine.json")
+def shared_machine(res: Results) -> str:
+    """The main command alone and beside CPU-bound processes, per thread policy."""
+    d = res.load("shared_machine.json")
+    rows = []
+    for r in d["runs"]:
+        t = r["threads"]
+        threads = "-" if t is None else str(t["threads"])
+        rows.append([f"`{r['policy']}`", str(r["busy_processes"]), threads, f"{r['wall_s']:.0f}",
+                     "-" if r["accuracy_stage_s"] is None else f"{r['accuracy_stage_s']:.0f}", f"{r['cpu_s']:.0f}",
+                     f"{r['load_average_before']:.2f}"])
+    body = table(["policy", "busy processes beside it", "torch threads", "wall s", "accuracy stage s", "CPU s",
+                  "load average before"], rows)
+    policies = "; ".join(f"`{name}`: {text}" for name, text in d["policies"].items())
+    ratios = "; ".join(f"`{name}`: {r['wall']:.2f}x wall time, "
+                       + ("-" if r["accuracy_stage"] is None else f"{r['accuracy_stage']:.2f}x")
+                       + " accuracy stage" for name, r in d["ratio_loaded_to_alone"].items())
+    text = (f"`{d['command']}` on {d['cores']} cores, alone and beside {d['busy_processes']} CPU-bound "
+            f"processes. Policies: {policies}.\n\n")
+    return (text + body + f"\n\nLoaded / alone: {ratios}.\n"
+            + footer(res.source("shared_machine.json", command="python experiments/shared_machine.py")))
+
+
 # -- search_nb201.json / search_fbnet.json (changing: budgets, latency columns, strategy=auto)
 def _strategy_kwargs_note(d: Node) -> str:
     kwargs = d.get("strategy_kwargs")
@@ -527,7 +559,8 @@ def render(root: Path = ROOT, *, write: bool) -> list[str]:
 def unused_renderers(root: Path = ROOT) -> list[str]:
     """Renderers no block names (a renamed or deleted block would otherwise leave a renderer nobody runs)."""
     used = {m.group("name") for path in doc_paths(root) for m in BLOCK.finditer(path.read_text())}
-    return sorted(set(RENDERERS) - used)
+    waiting = {name for name, file in PENDING.items() if not (root / RESULTS / file).is_file()}
+    return sorted(set(RENDERERS) - used - waiting)
 
 
 def main(argv: list[str] | None = None) -> int:

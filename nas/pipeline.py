@@ -15,10 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from nas.arch import Arch, arch_id, parse_json_arg
+from nas.choice import choose, given, resolve_rule
 from nas.errors import ConfigError
 from nas.objectives import ACCURACY, LATENCY, Constraints, Trial, objectives_for, pareto_front
 from nas.registry import SPACES, STRATEGIES, TARGETS, list_spaces, list_targets
-from nas.report import plot_pareto, write_json
+from nas.report import plot_pareto, run_files, write_json
 from nas.surrogate import PriorSurrogate, Surrogate, calibrate_prior, fit_surrogate
 from search_spaces.base import SearchSpace, WeightSharingSpace
 
@@ -278,19 +279,6 @@ def debias_unmeasured(front: Sequence[Trial], measured: Sequence[Trial]) -> None
             trial.metrics["latency_ms"] *= ratio
 
 
-def choose_best(candidates: Sequence[Trial], *, budget_ms: float | None, tolerance: float) -> tuple[Trial, bool]:
-    """Fastest measured candidate within ``tolerance`` of the most accurate feasible one.
-
-    Returns the choice and whether it meets the budget (if nothing does, the fastest measured is chosen).
-    """
-    feasible = [t for t in candidates if budget_ms is None or t.metrics["latency_ms"] <= budget_ms]
-    if not feasible:
-        return min(candidates, key=lambda t: t.metrics["latency_ms"]), False
-    top = max(t.metrics["accuracy"] for t in feasible)
-    near_top = [t for t in feasible if t.metrics["accuracy"] >= top - tolerance]
-    return min(near_top, key=lambda t: t.metrics["latency_ms"]), True
-
-
 # ---------------------------------------------------------------------------------------------- finalize
 def export_and_check(space, evaluator, target, arch: Arch, data, run_dir: Path) -> dict:
     """Export the chosen subnet to ONNX, verify it against PyTorch, measure it and test it on held-out data."""
@@ -305,7 +293,7 @@ def export_and_check(space, evaluator, target, arch: Arch, data, run_dir: Path) 
     X_test, y_test = data.test
     resolution = shape[-1]
     test_acc_torch = evaluate(model, X_test, y_test, resolution=resolution)
-    session = load_session(onnx_path, threads=1)
+    session = load_session(onnx_path, threads=1, allow_spinning=False)  # a check, not a measurement
     name = session.get_inputs()[0].name
     correct = 0
     with torch.no_grad():
@@ -323,7 +311,8 @@ def export_and_check(space, evaluator, target, arch: Arch, data, run_dir: Path) 
 
 
 # ---------------------------------------------------------------------------------------------- run
-def run_search(cfg: DictConfig, run_dir: Path) -> Path:
+def run_search(cfg: DictConfig, run_dir: Path, *, thread_policy: dict | None = None) -> Path:
+    """One search run into ``run_dir``; ``thread_policy`` is what the entry point set (:mod:`nas.threads`)."""
     from nas.accuracy import SupernetEvaluator
     from nas.data import load_data
 
@@ -336,6 +325,12 @@ def run_search(cfg: DictConfig, run_dir: Path) -> Path:
     progress = bool(cfg.progress)
     constraints = Constraints(latency_ms=cfg.constraint.latency_ms)
     objectives_for(str(cfg.objective))
+    choice_rule = resolve_rule(cfg.final.get("choose", "auto"), budget_ms=constraints.latency_ms,
+                               objective=str(cfg.objective))
+    if thread_policy is None:
+        from nas.threads import describe_current
+
+        thread_policy = describe_current()
     evaluator_name = str(cfg.evaluator.name)
     if evaluator_name not in EVALUATORS:
         raise ConfigError(f"unknown evaluator {evaluator_name!r}; valid choices: {', '.join(EVALUATORS)}")
@@ -344,7 +339,7 @@ def run_search(cfg: DictConfig, run_dir: Path) -> Path:
 
         space = make_space(space_cfg)
         return run_tabular_search(
-            cfg, run_dir, space=space, target=make_target(target_cfg),
+            cfg, run_dir, space=space, target=make_target(target_cfg), thread_policy=thread_policy,
             strategy_factory=lambda: make_strategy(dict(cfg.strategy), space=space, objective=str(cfg.objective),
                                                    constraints=constraints, seed=seed))
     torch.manual_seed(seed)
@@ -416,8 +411,10 @@ def run_search(cfg: DictConfig, run_dir: Path) -> Path:
         trial.metrics.setdefault("accuracy_source", "predicted")
     # The front as it stands once measured values replace predicted ones (a point the predictor flattered may drop).
     front = pareto_front(front, (ACCURACY, LATENCY))
-    best_trial, budget_met = choose_best(candidates, budget_ms=constraints.latency_ms,
-                                         tolerance=float(cfg.final.accuracy_tolerance))
+    choice = (given(candidates[0], budget_ms=constraints.latency_ms) if given_arch is not None else
+              choose(candidates, rule=choice_rule, budget_ms=constraints.latency_ms,
+                     tolerance=float(cfg.final.accuracy_tolerance), what="re-measured front points"))
+    best_trial = choice.trial
     final = export_and_check(space, evaluator, target, best_trial.arch, data, run_dir)
     timings["finalize"] = time.time() - clock
 
@@ -432,7 +429,7 @@ def run_search(cfg: DictConfig, run_dir: Path) -> Path:
         "measured_latency_ms": final["measurement"]["median_ms"] if final["measurement"] else None,
         "latency_ms": best_trial.metrics["latency_ms"],
         "latency_source": best_trial.metrics.get("latency_source", predicted_source),
-        "budget_met": budget_met,
+        **choice.record(),
         **final,
     }
     results = {
@@ -454,13 +451,16 @@ def run_search(cfg: DictConfig, run_dir: Path) -> Path:
                      "latency_ms": t.metrics["latency_ms"], "latency_source": predicted_source} for t in history],
         "measurements": measured,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "threads": thread_policy,
+        "run_dir": str(run_dir),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    results_path = write_json(run_dir / "results.json", results)
-    plot_pareto(run_dir / "pareto.png", history=results["history"], pareto=results["pareto"], best=best,
-                budget_ms=constraints.latency_ms,
-                title=f"{space.name} on {target.name}: accuracy vs latency ({data.name})")
-    return results_path
+    # The plot first, so results.json (written last: its presence means the run finished) can list it.
+    results["plot"] = plot_pareto(run_dir / "pareto.png", history=results["history"], pareto=results["pareto"],
+                                  best=best, budget_ms=constraints.latency_ms,
+                                  title=f"{space.name} on {target.name}: accuracy vs latency ({data.name})")
+    results["files"] = run_files(run_dir, "results.json", "pareto.png", best["onnx"])
+    return write_json(run_dir / "results.json", results)
 
 
 def _entry(space: SearchSpace, trial: Trial) -> dict:

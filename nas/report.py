@@ -1,4 +1,5 @@
-"""Write a run's results: ``results.json`` and a Pareto plot a person would rather look at than read."""
+"""Write a run's results: ``results.json``, a Pareto plot a person would rather look at than read, and the
+console summary printed before ``results: PATH`` (:func:`summarize`, a function of ``results.json`` alone)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from nas.choice import rule_words
 
 
 def write_json(path: Path, payload: Mapping) -> Path:
@@ -47,10 +50,13 @@ def plot_pareto(
     title: str,
     accuracy_scale: float = 100.0,
     history_label: str = "scored by predictors",
-) -> Path:
+) -> dict:
     """Accuracy vs latency: every scored arch, the front (by where its latencies came from), the budget and the pick.
 
     ``accuracy_scale`` turns the accuracies into percent (100 for fractions, 1 for tables already in percent).
+    The chosen point is a star on the front line, labelled with its choice rule (``best["choice_rule"]``).
+    Returns a record of what was drawn (``results.json`` keeps it under ``plot``): the file name, the number
+    of front points and the star's coordinates as plotted, its label and whether it lies on a front point.
     """
     import matplotlib
 
@@ -79,10 +85,20 @@ def plot_pareto(
                        label=f"Pareto front ({source} latency)", zorder=4 if filled else 3)
     if budget_ms is not None:
         ax.axvline(budget_ms, color="#c0392b", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
+    chosen = None
     if best is not None:
-        latency = best.get("measured_latency_ms") or best.get("latency_ms")
-        ax.scatter([latency], [accuracy_scale * best["accuracy"]], marker="*", s=260, c="#e67e22",
-                   edgecolors="black", label="chosen", zorder=5)
+        # The latency the choice was made on (a point of the front), not the exported file's re-measurement,
+        # so the star sits on the front line.
+        label = f"chosen: {rule_words(best.get('choice_rule'))}"
+        star = ax.scatter([best["latency_ms"]], [accuracy_scale * best["accuracy"]], marker="*", s=260,
+                          c="#e67e22", edgecolors="black", label=label, zorder=5)
+        x, y = (float(v) for v in star.get_offsets()[0])
+        ax.annotate(f"{label}\n{x:.3g} ms, {y:.2f}" + (" %" if accuracy_scale == 100.0 else ""), (x, y),
+                    xytext=(12, -28), textcoords="offset points", fontsize=8,
+                    arrowprops={"arrowstyle": "-", "color": "#7f8c8d", "lw": 0.8})
+        on_front = any(math.isclose(x, p["latency_ms"], rel_tol=1e-9)
+                       and math.isclose(y, accuracy_scale * p["accuracy"], rel_tol=1e-9) for p in pareto)
+        chosen = {"latency_ms": x, "accuracy": y / accuracy_scale, "label": label, "on_front": on_front}
     values = [accuracy_scale * h["accuracy"] for h in history] + [accuracy_scale * p["accuracy"] for p in pareto]
     values = [v for v in values if v is not None and math.isfinite(v)]
     if len(values) > 20:  # zoom on where the trade-off is: degenerate networks (e.g. 10 %) would squash it
@@ -97,4 +113,93 @@ def plot_pareto(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
-    return path
+    return {"file": path.name, "front_points": len(pareto), "chosen": chosen}
+
+
+def run_files(run_dir: Path, *names: str) -> list[str]:
+    """The files a run wrote, relative to ``run_dir``: ``names`` that exist (``results.json`` is listed even though
+    it is written last) and Hydra's copy of the config."""
+    listed = [n for n in names if n == "results.json" or (run_dir / n).is_file()]
+    hydra_config = Path(".hydra") / "config.yaml"
+    if (run_dir / hydra_config).is_file():
+        listed.append(str(hydra_config))
+    return listed
+
+
+def summarize(results: Mapping) -> str:
+    """The console summary of a run, from its ``results.json`` alone: the chosen network in the space's public
+    form, its accuracy, its latency with source and spread, why it was chosen and the files written.
+
+    Works for both layouts: a supernet run (accuracy on val and test) and a tabular run (the table's accuracy).
+    """
+    best = results["best"]
+    tabular = (results.get("evaluator") or {}).get("evaluator") == "tabular"
+    public = best.get("public", best.get("arch_str"))
+    arch = public if isinstance(public, str) else json.dumps(public, separators=(",", ":"))
+    lines = [f"chosen network ({results.get('space')} on {results.get('target')}, "
+             f"{rule_words(best.get('choice_rule'))}):",
+             f"  arch      {arch}  (id {best.get('arch_id')})"]
+    if best.get("description"):
+        lines.append(f"  layers    {best['description']}")
+    lines.append(f"  accuracy  {_accuracy_text(results, best, tabular)}")
+    lines.append(f"  latency   {_latency_text(results, best)}")
+    lines.append(f"  why       {_why_text(results, best)}")
+    files = results.get("files") or []
+    where = results.get("run_dir")
+    lines.append(f"  files     {', '.join(files)}" + (f"  (in {where})" if where else ""))
+    return "\n".join(lines)
+
+
+def _accuracy_text(results: Mapping, best: Mapping, tabular: bool) -> str:
+    if tabular:
+        evaluator = results.get("evaluator") or {}
+        return (f"{best['accuracy']:.2f} (the table's {evaluator.get('accuracy_column', 'accuracy')!r}; a table "
+                f"gives one accuracy per network, no separate val/test)")
+    data = results.get("data") or {}
+    val = best.get("accuracy")
+    val_text = "not estimated" if val is None else f"{100 * val:.2f} %"
+    text = f"{val_text} on val ({data.get('val', '?')} images, shared supernet weights, BatchNorm recalibrated)"
+    if best.get("test_accuracy") is not None:
+        text += f", {100 * best['test_accuracy']:.2f} % on test ({best.get('n_test', '?')} images, exported ONNX model)"
+    return text
+
+
+def _latency_text(results: Mapping, best: Mapping) -> str:
+    source = best.get("latency_source", "predicted")
+    value = f"{best['latency_ms']:.3g} ms" if best.get("latency_ms") is not None else "unknown"
+    latency_info = (results.get("predictors") or {}).get("latency") or {}
+    if source == "measured":
+        m = best.get("measurement")
+        if not m:
+            return f"{value}, measured on {results.get('target')} (no spread recorded)"
+        spread = [f"median {m['median_ms']:.3g} ms"]
+        if m.get("ci_rel") is not None:
+            spread.append(f"95 % CI of the median +-{100 * m['ci_rel']:.1f} %")
+        if m.get("p10_ms") is not None and m.get("p90_ms") is not None:
+            spread.append(f"p10-p90 {m['p10_ms']:.3g}-{m['p90_ms']:.3g} ms")
+        spread.append(f"{m.get('n', '?')} runs")
+        return f"{value}, measured on {results.get('target')} (exported best.onnx: {', '.join(spread)})"
+    if source == "predicted":
+        holdout = latency_info.get("holdout") or {}
+        error = (f"holdout MAPE {holdout['mape']:.1f} % on {holdout.get('n')} measured subnets"
+                 if isinstance(holdout.get("mape"), (int, float)) and math.isfinite(holdout["mape"])
+                 else "no holdout error (too few measurements)")
+        return f"{value}, predicted by {latency_info.get('predictor', 'the latency predictor')} ({error})"
+    if source == "prior":
+        prior = latency_info.get("prior") or "the target's prior"
+        return (f"{value}, from a PRIOR ({prior}): not measured on your device, so no measured spread; "
+                f"measure it with a device agent (target.agent=...)")
+    if source == "table":
+        column = (results.get("device") or {}).get("latency_column")
+        return f"{value}, from the table{f' (column {column!r})' if column else ''}: one number per network, no spread"
+    return f"{value} ({source})"
+
+
+def _why_text(results: Mapping, best: Mapping) -> str:
+    rule = best.get("choice_rule")
+    configured = ((results.get("config") or {}).get("final") or {}).get("choose")
+    setting = "" if rule == "given" else (
+        f"final.choose={configured}" + (f" -> {rule}" if configured != rule else "") + ": ")
+    budget = (results.get("constraint") or {}).get("latency_ms")
+    met = "" if budget is None else ("; budget met" if best.get("budget_met") else "; budget NOT met")
+    return f"{setting}{best.get('choice_reason', 'no reason recorded')}{met}"

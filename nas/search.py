@@ -4,7 +4,11 @@ Steps (each a function below): compose and check the config; load the data; get 
 cached or trained with progressive shrinking); fit an accuracy predictor from subnets evaluated with the
 shared weights and a latency predictor from subnets measured on the target; run the strategy on the
 predictors; re-measure the Pareto front on the target; export the chosen network to ONNX, check it against
-PyTorch, measure it and test it; write ``results.json`` and ``pareto.png`` into the run directory.
+PyTorch, measure it and test it; write ``results.json`` and ``pareto.png`` into the run directory; print a
+summary of the chosen network (:func:`nas.report.summarize`) and the path of ``results.json``.
+
+The run sets its own thread policy first (:mod:`nas.threads`, option ``threads``), so it shares a machine
+with other work without busy-waiting.
 
 Bad input ends with one line ``error: ...`` on stderr and exit status 2; nothing already trained is lost
 (supernet checkpoints are written per epoch into the cache and a rerun resumes).
@@ -12,6 +16,7 @@ Bad input ends with one line ``error: ...`` on stderr and exit status 2; nothing
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -20,15 +25,22 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from nas.errors import UserError
+from nas.report import summarize
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        from nas.threads import apply_thread_policy, prepare_environment, resolve_threads
+
+        resolve_threads(cfg.get("threads"))  # a bad value fails here, before anything is imported or run
+        # Before torch is imported (by nas.pipeline): the OpenMP runtime reads its wait policy once, when loaded.
+        environment = prepare_environment()
         from nas.pipeline import run_search  # heavy imports (torch) only once the config composed
 
-        results_path = run_search(cfg, run_dir)
+        policy = apply_thread_policy(cfg.get("threads"), environment)
+        results_path = run_search(cfg, run_dir, thread_policy=policy.to_dict())
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -36,6 +48,7 @@ def main(cfg: DictConfig) -> None:
         print("interrupted: supernet checkpoints and measurements written so far are kept; rerun to resume",
               file=sys.stderr)
         sys.exit(130)
+    print(summarize(json.loads(results_path.read_text())))
     print(f"results: {results_path}")
 
 

@@ -16,9 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from nas.arch import Value
+from nas.choice import choose, resolve_rule
 from nas.errors import ConfigError
 from nas.objectives import ACCURACY, LATENCY, Constraints, Trial, pareto_front
-from nas.report import plot_pareto, write_json
+from nas.report import plot_pareto, run_files, write_json
 from nas.tables import MetricTable, load_table, shipped_table, space_size
 from search_spaces.base import SearchSpace
 
@@ -89,7 +90,8 @@ def best_feasible(history: list[Trial], constraints: Constraints) -> tuple[Trial
     return max(feasible, key=lambda t: (t.metrics["accuracy"], -t.metrics["latency_ms"])), True
 
 
-def run_tabular_search(cfg: DictConfig, run_dir: Path, *, space: SearchSpace, target, strategy_factory) -> Path:
+def run_tabular_search(cfg: DictConfig, run_dir: Path, *, space: SearchSpace, target, strategy_factory,
+                       thread_policy: dict | None = None) -> Path:
     constraints = Constraints(latency_ms=cfg.constraint.latency_ms)
     evaluator_cfg = {k: v for k, v in OmegaConf.to_container(cfg.evaluator, resolve=True).items() if k != "name"}
     evaluator = TabularEvaluator(space, **evaluator_cfg)
@@ -104,7 +106,12 @@ def run_tabular_search(cfg: DictConfig, run_dir: Path, *, space: SearchSpace, ta
     for trial in history:
         trial.metrics.update(accuracy_source="table", latency_source=source)
     front = pareto_front(history, (ACCURACY, LATENCY), constraints)
-    best, budget_met = best_feasible(history, constraints)
+    best, _ = best_feasible(history, constraints)
+    # The network handed back: the same rule as a supernet run (final.choose), over every queried network;
+    # table accuracies are exact, so no tolerance.
+    choice = choose(history, rule=resolve_rule(cfg.final.get("choose", "auto"), budget_ms=constraints.latency_ms,
+                                               objective=str(cfg.objective)),
+                    budget_ms=constraints.latency_ms, tolerance=0.0, accuracy_scale=1.0, what="queried networks")
     results = {
         "space": space.name,
         "target": target.name,
@@ -115,19 +122,22 @@ def run_tabular_search(cfg: DictConfig, run_dir: Path, *, space: SearchSpace, ta
         "evaluator": evaluator.describe(),
         "device": target.describe(),
         "queries": len(history),
-        "best_accuracy": best.metrics["accuracy"],
-        "best": {**_entry(space, best), "budget_met": budget_met},
+        "best_accuracy": best.metrics["accuracy"],  # the highest (feasible) accuracy found: the search's score
+        "best": {**_entry(space, choice.trial), **choice.record()},  # the network chosen by final.choose
         "pareto": [_entry(space, t) for t in front],
         "history": [_entry(space, t) for t in history],
         "strategy_state": strategy.state_dict(),
         "timings_s": {"search": round(search_seconds, 2)},
+        "threads": thread_policy,
+        "run_dir": str(run_dir),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    path = write_json(run_dir / "results.json", results)
-    plot_pareto(run_dir / "pareto.png", history=results["history"], pareto=results["pareto"], best=results["best"],
-                budget_ms=constraints.latency_ms, accuracy_scale=1.0, history_label="queried",
-                title=f"{space.name} on {target.name}: {strategy.name}, {len(history)} queries (tabular)")
-    return path
+    results["plot"] = plot_pareto(
+        run_dir / "pareto.png", history=results["history"], pareto=results["pareto"], best=results["best"],
+        budget_ms=constraints.latency_ms, accuracy_scale=1.0, history_label="queried",
+        title=f"{space.name} on {target.name}: {strategy.name}, {len(history)} queries (tabular)")
+    results["files"] = run_files(run_dir, "results.json", "pareto.png")
+    return write_json(run_dir / "results.json", results)
 
 
 def _entry(space: SearchSpace, trial: Trial) -> dict:

@@ -177,3 +177,29 @@ def test_no_hand_written_numbers_outside_generated_blocks():
 ])
 def test_the_number_check_itself(text, hits):
     assert hand_written_numbers(text) == hits
+
+
+def _shared_machine_json() -> dict:
+    """A results file in the layout experiments/shared_machine.py writes (numbers made up)."""
+    def run(policy, busy, wall, acc):
+        return {"policy": policy, "busy_processes": busy, "wall_s": wall, "accuracy_stage_s": acc, "cpu_s": wall * 1.5,
+                "timings_s": {"accuracy_samples": acc}, "threads": {"threads": 2}, "supernet_source": "shipped",
+                "best_arch_id": "x", "load_average_before": 0.5}
+    return {"run": {"command": "python experiments/shared_machine.py", "date": "2030-01-02 03:04 UTC"},
+            "command": "python -m nas.search +space=ofa +target=arm_cpu", "busy_processes": 2, "cores": 2,
+            "policies": {"new": "as shipped", "old": "before"},
+            "runs": [run("new", 0, 100.0, 60.0), run("new", 2, 210.0, 130.0), run("old", 0, 100.0, 60.0),
+                     run("old", 2, 900.0, 800.0)],
+            "ratio_loaded_to_alone": {"new": {"wall": 2.1, "accuracy_stage": 2.17, "cpu": 1.0},
+                                      "old": {"wall": 9.0, "accuracy_stage": 13.33, "cpu": 3.0}}}
+
+
+def test_a_pending_renderer_must_get_a_block_once_its_json_exists(tmp_path):
+    root = _tmp_root(tmp_path)
+    assert "shared_machine" in render_docs.PENDING
+    assert "shared_machine" not in render_docs.unused_renderers(root)
+    (root / "experiments" / "results" / "shared_machine.json").write_text(json.dumps(_shared_machine_json()))
+    assert "shared_machine" in render_docs.unused_renderers(root)
+    text = render_docs.RENDERERS["shared_machine"](render_docs.Results(root))
+    assert "| `old` | 2 | 2 | 900 | 800 |" in text and "`old`: 9.00x wall time, 13.33x accuracy stage" in text
+    assert text.rstrip().endswith("(2030-01-02 03:04 UTC).</sub>")
