@@ -158,16 +158,17 @@ def _unique(values: Any) -> list:
 # One function per block, named as the block. Keep them small: a results layout changes, its renderer follows.
 Renderer = Callable[[Results], str]
 RENDERERS: dict[str, Renderer] = {}
-#: renderer -> the results file it waits for: until that file exists the renderer may be named by no block
-#: (written ahead of its experiment); once it exists, ``--check`` fails until a block names the renderer.
-PENDING: dict[str, str] = {}
+#: renderer -> (results file, top-level key or None) it waits for: until the file (with that key) exists the
+#: renderer may be named by no block (it was written ahead of its experiment); once it exists, ``--check``
+#: fails until a block names the renderer.
+PENDING: dict[str, tuple[str, str | None]] = {}
 
 
-def renderer(fn: Renderer | None = None, *, pending_on: str | None = None) -> Any:
+def renderer(fn: Renderer | None = None, *, pending_on: str | None = None, pending_key: str | None = None) -> Any:
     def register(f: Renderer) -> Renderer:
         RENDERERS[f.__name__] = f
         if pending_on is not None:
-            PENDING[f.__name__] = pending_on
+            PENDING[f.__name__] = (pending_on, pending_key)
         return f
 
     return register(fn) if fn is not None else register
@@ -363,6 +364,46 @@ def latency_transfer(res: Results) -> str:
                   "uncalibrated source mean (Spearman)"], rows)
     cmd = "python experiments/latency_predictors.py"
     return text + body + "\n" + footer(res.source("latency_predictors.json", command=cmd))
+
+
+# -- the LightGBM gbdt against the numpy boosters it replaced (written by --baseline-checkout runs)
+def _baseline_note(c: Node) -> str:
+    b = c["baseline"]
+    commit = f" at commit {b['commit'][:7]}" if b.get("commit") else ""
+    return f"the numpy `{b['booster']}` it replaced (`{b['file']}`{commit}), fitted on the same rows ({c['order']})"
+
+
+@renderer(pending_on="latency_predictors.json", pending_key="booster_comparison")
+def latency_booster_comparison(res: Results) -> str:
+    """Latency: new gbdt vs the old booster per space and training size (means over columns, seconds summed)."""
+    d = res.load("latency_predictors.json")
+    c = d["booster_comparison"]
+    rows = [[r["space"], str(r["train_size"]), str(r["columns"]),
+             f"{r['gbdt_spearman']:.3f} / {r['baseline_spearman']:.3f}",
+             f"{pct(r['gbdt_within_10pct'])} / {pct(r['baseline_within_10pct'])}",
+             f"{r['gbdt_mape']:.2f} / {r['baseline_mape']:.2f}",
+             f"{r['gbdt_fit_s']:.2f} / {r['baseline_fit_s']:.2f}", f"{r['fit_speedup']:.1f}x",
+             f"{r['spearman_wins']} of {r['columns']}"] for r in c["rows"]]
+    text = (f"LightGBM `gbdt` against {_baseline_note(c)}; means over the device columns, fit seconds summed "
+            f"(new / old):\n\n")
+    body = table(["space", "training archs", "columns", "Spearman", "within ±10%", "MAPE %", "fit s", "fit speed-up",
+                  "columns where new ranks at least as well"], rows)
+    return text + body + "\n" + footer(res.source("latency_predictors.json"))
+
+
+@renderer(pending_on="ofa_accuracy_predictor.json", pending_key="booster_comparison")
+def accuracy_booster_comparison(res: Results) -> str:
+    """Accuracy on OFA subnets: new gbdt vs the old booster per training size (mean over splits)."""
+    d = res.load("ofa_accuracy_predictor.json")
+    c = d["booster_comparison"]
+    rows = [[str(r["train"]), f"{r['gbdt_spearman']:.3f} ± {r['gbdt_spearman_std']:.3f}",
+             f"{r['baseline_spearman']:.3f} ± {r['baseline_spearman_std']:.3f}",
+             f"{r['gbdt_kendall']:.3f} / {r['baseline_kendall']:.3f}",
+             f"{r['gbdt_fit_s']:.4f} / {r['baseline_fit_s']:.4f}"] for r in c["rows"]]
+    text = f"LightGBM `gbdt` against {_baseline_note(c)}:\n\n"
+    body = table(["training subnets", "Spearman, new", "Spearman, old", "Kendall (new / old)",
+                  "fit s, mean (new / old)"], rows)
+    return text + body + "\n" + footer(res.source("ofa_accuracy_predictor.json"))
 
 
 # -- search_speed.json (changing: written by search_speed.py --against-ofa, the side-by-side with the peer)
@@ -565,8 +606,20 @@ def render(root: Path = ROOT, *, write: bool) -> list[str]:
 def unused_renderers(root: Path = ROOT) -> list[str]:
     """Renderers no block names (a renamed or deleted block would otherwise leave a renderer nobody runs)."""
     used = {m.group("name") for path in doc_paths(root) for m in BLOCK.finditer(path.read_text())}
-    waiting = {name for name, file in PENDING.items() if not (root / RESULTS / file).is_file()}
+    waiting = {name for name, (file, key) in PENDING.items() if not _has(root / RESULTS / file, key)}
     return sorted(set(RENDERERS) - used - waiting)
+
+
+def _has(path: Path, key: str | None) -> bool:
+    if not path.is_file():
+        return False
+    if key is None:
+        return True
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return True  # a broken file is not "waiting": let its renderer fail on it
+    return isinstance(data, dict) and key in data
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -203,3 +203,32 @@ def test_a_pending_renderer_must_get_a_block_once_its_json_exists(tmp_path):
     text = render_docs.RENDERERS["shared_machine"](render_docs.Results(root))
     assert "| `old` | 2 | 2 | 900 | 800 |" in text and "`old`: 9.00x wall time, 13.33x accuracy stage" in text
     assert text.rstrip().endswith("(2030-01-02 03:04 UTC).</sub>")
+
+
+_BASELINE = {"baseline": {"booster": "hgbdt (numpy)", "file": "predictors/hgbdt.py", "commit": "c3abfc9" + "0" * 33},
+             "order": "alternating: old first on every other fit"}
+
+
+@pytest.mark.parametrize("name, file, comparison_rows, expect", [
+    ("latency_booster_comparison", "latency_predictors.json",
+     [{"space": "nb201", "train_size": 1000, "columns": 23, "gbdt_spearman": 0.97, "gbdt_within_10pct": 0.61,
+       "gbdt_mape": 9.5, "gbdt_fit_s": 2.0, "gbdt_fit_predict_s": 2.5, "baseline_spearman": 0.965,
+       "baseline_within_10pct": 0.6, "baseline_mape": 9.9, "baseline_fit_s": 30.0, "baseline_fit_predict_s": 31.0,
+       "spearman_wins": 20, "fit_speedup": 15.0}],
+     "| nb201 | 1000 | 23 | 0.970 / 0.965 | 61% / 60% | 9.50 / 9.90 | 2.00 / 30.00 | 15.0x | 20 of 23 |"),
+    ("accuracy_booster_comparison", "ofa_accuracy_predictor.json",
+     [{"train": 45, "test": 115, "gbdt_spearman": 0.66, "gbdt_spearman_std": 0.04, "gbdt_kendall": 0.47,
+       "gbdt_fit_s": 0.01, "baseline_spearman": 0.63, "baseline_spearman_std": 0.04, "baseline_kendall": 0.45,
+       "baseline_fit_s": 0.2}],
+     "| 45 | 0.660 ± 0.040 | 0.630 ± 0.040 | 0.470 / 0.450 | 0.0100 / 0.2000 |"),
+])
+def test_booster_comparison_renderers_wait_for_their_key(tmp_path, name, file, comparison_rows, expect):
+    root = _tmp_root(tmp_path)
+    path = root / "experiments" / "results" / file
+    path.write_text(json.dumps({"run": {"command": "python x.py", "date": "2030-01-02 03:04 UTC"}}))
+    assert name not in render_docs.unused_renderers(root)  # the file exists, the key does not: still waiting
+    path.write_text(json.dumps({"run": {"command": "python x.py", "date": "2030-01-02 03:04 UTC"},
+                                "booster_comparison": {**_BASELINE, "rows": comparison_rows}}))
+    assert name in render_docs.unused_renderers(root)
+    text = render_docs.RENDERERS[name](render_docs.Results(root))
+    assert expect in text and "`predictors/hgbdt.py` at commit c3abfc9" in text
