@@ -529,6 +529,92 @@ def search_fbnet_guided(res: Results) -> str:
             + footer(res.source("search_fbnet_guided.json")))
 
 
+# -- the new layout of search_nb201.json / search_fbnet.json (experiments/strategy_bench.py): every strategy at its
+# CLI defaults, `auto` first, per setting ("accuracy", "constrained:DEVICE", "pareto:DEVICE") and budget, with
+# the acceptance check of the default per setting and budget. Written ahead of those runs: until the file has
+# `acceptance` these wait (PENDING); then they replace the blocks `search_nb201` / `search_fbnet` above.
+def _full_settings(d: Node) -> list[str]:
+    """The settings run with the most seeds (the full device column, and the accuracy problem)."""
+    seeds = {k: d["seeds"][k] for k in d["seeds"]}
+    top = max(seeds.values())
+    return [k for k, v in seeds.items() if v == top]
+
+
+def _strategy_tables(d: Node, *, digits: int, settings: list[str]) -> str:
+    budgets = list(d["budgets"])
+    by = {(r["setting"], r["strategy"], r["budget"]): r for r in d["rows"]}
+
+    def cell(r: Node | None) -> str:
+        if r is None:
+            return "-"
+        text = f"{r['mean']:.{digits}f} ± {r['std']:.{digits}f}"
+        return text + (f" ({r['resolved']})" if r["resolved"] != r["strategy"] else "")
+
+    parts = []
+    for setting in settings:
+        names = [n for n in d["strategies"] if any((setting, n, b) in by for b in budgets)]
+        seeds = d["seeds"][setting]
+        parts.append(f"`{setting}` ({seeds} seeds; mean ± std; `auto`'s resolved strategy in brackets):\n\n"
+                     + table(["strategy"] + [f"@{b}" for b in budgets],
+                             [[f"`{n}`"] + [cell(by.get((setting, n, b))) for b in budgets] for n in names]))
+    return "\n\n".join(parts)
+
+
+def _acceptance(d: Node, *, digits: int) -> str:
+    budgets = list(d["budgets"])
+    checks = list(d["acceptance"])
+    by = {(c["setting"], c["budget"]): c for c in checks}
+    settings = _unique(c["setting"] for c in checks)
+
+    def cell(c: Node | None) -> str:
+        if c is None:
+            return "-"
+        return f"{c['difference']:+.{digits}f}" + ("" if c["passed"] else f" **below** (`{c['best_other']}`)")
+
+    units = "; ".join(_unique(f"{c['tolerance']} {c['unit']}" for c in checks))
+    passed = sum(bool(c["passed"]) for c in checks)
+    text = (f"`auto`'s mean minus the best other strategy's mean, per setting and budget; the acceptance is "
+            f"`auto` >= best other - tolerance ({units}). {passed} of {len(checks)} pass.\n\n")
+    body = table(["setting"] + [f"@{b}" for b in budgets],
+                 [[f"`{s}`"] + [cell(by.get((s, b))) for b in budgets] for s in settings])
+    fails = [c for c in checks if not c["passed"]]
+    if fails:
+        body += "\n\nBelow the tolerance: " + "; ".join(
+            f"`{c['setting']}` @{c['budget']}: `auto` ({c['default_resolves_to']}) {c['default_mean']:.{digits}f} "
+            f"against `{c['best_other']}` {c['best_other_mean']:.{digits}f} ({c['seeds']} seeds)" for c in fails) + "."
+    return text + body
+
+
+@renderer(pending_on="search_nb201.json", pending_key="acceptance")
+def nb201_defaults(res: Results) -> str:
+    """NAS-Bench-201, CLI defaults: the acceptance of `auto` on every setting and budget."""
+    d = res.load("search_nb201.json")
+    return _acceptance(d, digits=3) + "\n" + footer(res.source("search_nb201.json"))
+
+
+@renderer(pending_on="search_nb201.json", pending_key="acceptance")
+def nb201_strategies(res: Results) -> str:
+    """NAS-Bench-201, CLI defaults: every strategy on the settings with the most seeds."""
+    d = res.load("search_nb201.json")
+    return (_strategy_tables(d, digits=3, settings=_full_settings(d)) + "\n"
+            + footer(res.source("search_nb201.json")))
+
+
+@renderer(pending_on="search_fbnet.json", pending_key="acceptance")
+def fbnet_defaults(res: Results) -> str:
+    """FBNet, CLI defaults: the acceptance of `auto` on every latency column and budget."""
+    d = res.load("search_fbnet.json")
+    return _acceptance(d, digits=3) + "\n" + footer(res.source("search_fbnet.json"))
+
+
+@renderer(pending_on="search_fbnet.json", pending_key="acceptance")
+def fbnet_strategies(res: Results) -> str:
+    """FBNet, CLI defaults: every strategy on the settings with the most seeds."""
+    d = res.load("search_fbnet.json")
+    return (_strategy_tables(d, digits=3, settings=_full_settings(d)) + "\n"
+            + footer(res.source("search_fbnet.json")))
+
+
 # -- README headlines: one line per result, each from the JSON behind its full table in docs/benchmarks.md
 @renderer
 def readme_headlines(res: Results) -> str:

@@ -232,3 +232,39 @@ def test_booster_comparison_renderers_wait_for_their_key(tmp_path, name, file, c
     assert name in render_docs.unused_renderers(root)
     text = render_docs.RENDERERS[name](render_docs.Results(root))
     assert expect in text and "`predictors/hgbdt.py` at commit c3abfc9" in text
+
+
+def _defaults_json() -> dict:
+    """search_nb201.json / search_fbnet.json in the layout of experiments/strategy_bench.py (numbers made up)."""
+    def row(setting, strategy, budget, mean, resolved=None):
+        return {"setting": setting, "strategy": strategy, "budget": budget, "resolved": resolved or strategy,
+                "mean": mean, "std": 0.01, "seeds": 10 if setting.endswith("raspi4") else 3}
+    rows = [row("constrained:raspi4", "auto", 100, 93.5, "guided"), row("constrained:raspi4", "random", 100, 93.0),
+            row("constrained:pixel3", "auto", 100, 92.0, "guided"), row("constrained:pixel3", "random", 100, 92.5)]
+    check = lambda s, mine, best, theirs, ok: {  # noqa: E731
+        "setting": s, "budget": 100, "default_resolves_to": "guided", "default_mean": mine, "best_other": best,
+        "best_other_mean": theirs, "difference": mine - theirs, "tolerance": 0.1, "unit": "pp", "passed": ok,
+        "seeds": 3}
+    return {"run": {"command": "python experiments/search_nb201.py", "date": "2030-01-02 03:04 UTC"},
+            "seeds": {"constrained:raspi4": 10, "constrained:pixel3": 3}, "budgets": [100],
+            "strategies": ["auto", "random"], "rows": rows,
+            "acceptance": [check("constrained:raspi4", 93.5, "random", 93.0, True),
+                           check("constrained:pixel3", 92.0, "random", 92.5, False)]}
+
+
+@pytest.mark.parametrize("file, prefix", [("search_nb201.json", "nb201"), ("search_fbnet.json", "fbnet")])
+def test_default_strategy_renderers_read_the_new_layout(tmp_path, file, prefix):
+    root = _tmp_root(tmp_path)
+    path = root / "experiments" / "results" / file
+    path.write_text(json.dumps({"command": "old layout", "rows": []}))
+    assert f"{prefix}_defaults" not in render_docs.unused_renderers(root)  # no `acceptance` yet: waiting
+    path.write_text(json.dumps(_defaults_json()))
+    assert {f"{prefix}_defaults", f"{prefix}_strategies"} <= set(render_docs.unused_renderers(root))
+    res = render_docs.Results(root)
+    acceptance = render_docs.RENDERERS[f"{prefix}_defaults"](res)
+    assert "1 of 2 pass" in acceptance and "| `constrained:raspi4` | +0.500 |" in acceptance
+    assert "| `constrained:pixel3` | -0.500 **below** (`random`) |" in acceptance
+    assert "`constrained:pixel3` @100: `auto` (guided) 92.000 against `random` 92.500 (3 seeds)" in acceptance
+    strategies = render_docs.RENDERERS[f"{prefix}_strategies"](res)
+    assert "`constrained:raspi4` (10 seeds" in strategies and "pixel3" not in strategies
+    assert "| `auto` | 93.500 ± 0.010 (guided) |" in strategies
