@@ -463,10 +463,8 @@ def _strategy_kwargs_note(d: Node) -> str:
     return f"every strategy with its CLI defaults except {set_}"
 
 
-@renderer
-def search_nb201(res: Results) -> str:
-    """Strategies on NAS-Bench-201 (table accuracy and latency): accuracy, constrained and Pareto problems."""
-    d = res.load("search_nb201.json")
+def _nb201_old(d: Node) -> str:
+    """The layout before strategy_bench.py (one latency column, problems as `problem`): delete once rerun."""
     truth = d["truth"]
     rows = list(d["rows"])
     problems = _unique(r["problem"] for r in rows)
@@ -491,13 +489,11 @@ def search_nb201(res: Results) -> str:
             f"under {truth['budget_ms']:.2f} ms (the median cell's), the true best feasible being "
             f"{truth['best_feasible']:.2f} (share of seeds that found it). Pareto: hypervolume of the found front "
             f"over the exact front's ({truth['exact_front_points']} points above the reference point).\n\n")
-    return text + body + "\n" + footer(res.source("search_nb201.json"))
+    return text + body
 
 
-@renderer
-def search_fbnet(res: Results) -> str:
-    """Strategies on the FBNet space: most MACs under a latency budget, as a fraction of the exact optimum."""
-    d = res.load("search_fbnet.json")
+def _fbnet_old(d: Node) -> str:
+    """The layout before strategy_bench.py (one latency column): delete once rerun."""
     truth = d["truth"]
     rows = list(d["rows"])
     budgets = _unique(r["budget"] for r in rows)
@@ -514,7 +510,7 @@ def search_fbnet(res: Results) -> str:
             f"{truth['upper_bound_mmacs']:.2f} M); the per-(layer, block) latency table fitted on the shipped "
             f"networks reproduces their latency to {truth['latency_table_fit']['mape']:.2f}% mean error. Best "
             f"feasible MACs found as a fraction of the optimum, mean ± std (share of seeds within 1%):\n\n")
-    return text + body + "\n" + footer(res.source("search_fbnet.json"))
+    return text + body
 
 
 @renderer
@@ -531,8 +527,8 @@ def search_fbnet_guided(res: Results) -> str:
 
 # -- the new layout of search_nb201.json / search_fbnet.json (experiments/strategy_bench.py): every strategy at its
 # CLI defaults, `auto` first, per setting ("accuracy", "constrained:DEVICE", "pareto:DEVICE") and budget, with
-# the acceptance check of the default per setting and budget. Written ahead of those runs: until the file has
-# `acceptance` these wait (PENDING); then they replace the blocks `search_nb201` / `search_fbnet` above.
+# the acceptance check of the default per setting and budget. Written ahead of those reruns: the renderers
+# below read this layout when the file has `acceptance`, the old one (the helpers above) otherwise.
 def _full_settings(d: Node) -> list[str]:
     """The settings run with the most seeds (the full device column, and the accuracy problem)."""
     seeds = {k: d["seeds"][k] for k in d["seeds"]}
@@ -585,67 +581,86 @@ def _acceptance(d: Node, *, digits: int) -> str:
     return text + body
 
 
-@renderer(pending_on="search_nb201.json", pending_key="acceptance")
-def nb201_defaults(res: Results) -> str:
-    """NAS-Bench-201, CLI defaults: the acceptance of `auto` on every setting and budget."""
+def _defaults_new(d: Node) -> str:
+    return _acceptance(d, digits=3) + "\n\n" + _strategy_tables(d, digits=3, settings=_full_settings(d))
+
+
+@renderer
+def search_nb201(res: Results) -> str:
+    """Strategies on NAS-Bench-201 (table accuracy and latency): accuracy, constrained and Pareto problems."""
     d = res.load("search_nb201.json")
-    return _acceptance(d, digits=3) + "\n" + footer(res.source("search_nb201.json"))
+    body = _defaults_new(d) if "acceptance" in d else _nb201_old(d)
+    return body + "\n" + footer(res.source("search_nb201.json"))
 
 
-@renderer(pending_on="search_nb201.json", pending_key="acceptance")
-def nb201_strategies(res: Results) -> str:
-    """NAS-Bench-201, CLI defaults: every strategy on the settings with the most seeds."""
+@renderer
+def search_fbnet(res: Results) -> str:
+    """Strategies on the FBNet space: most MACs under a latency budget, as a fraction of the exact optimum."""
+    d = res.load("search_fbnet.json")
+    body = _defaults_new(d) if "acceptance" in d else _fbnet_old(d)
+    return body + "\n" + footer(res.source("search_fbnet.json"))
+
+
+def _headline_main(res: Results) -> str:
+    main = res.load("main_command_arm_cpu.json")["runs"]["cold"]
+    return (f"**Main command**: {main['wall_s']:.0f} s on 2 CPU cores with the shipped supernet; the chosen "
+            f"network scores {main['best_test_accuracy_onnx']:.3f} test accuracy through onnxruntime, at "
+            f"{main['best_latency_ms']:.1f} ms on the ARM prior.")
+
+
+def _headline_defaults(d: Node, space: str) -> str:
+    """The new layout: how often the default strategy holds against every other strategy's CLI default."""
+    checks = list(d["acceptance"])
+    passed = sum(bool(c["passed"]) for c in checks)
+    return (f"**Default strategy, {space}**: `auto` is at least as good as the best other strategy's CLI default "
+            f"(minus the tolerance) on {passed} of {len(checks)} settings and budgets.")
+
+
+def _headline_nb201(res: Results) -> str:
     d = res.load("search_nb201.json")
-    return (_strategy_tables(d, digits=3, settings=_full_settings(d)) + "\n"
-            + footer(res.source("search_nb201.json")))
+    if "acceptance" in d:
+        return _headline_defaults(d, "NAS-Bench-201")
+    nb = [r for r in d["rows"] if r["problem"] == "accuracy"]
+    budget = min(r["budget"] for r in nb)
+    top = max((r for r in nb if r["budget"] == budget), key=lambda r: r["mean"])
+    return (f"**Strategies, NAS-Bench-201** (accuracy only, {budget} queries): best mean `{top['strategy']}`, "
+            f"{top['mean']:.2f} (optimum found in {pct(top['found_optimum'])} of seeds).")
 
 
-@renderer(pending_on="search_fbnet.json", pending_key="acceptance")
-def fbnet_defaults(res: Results) -> str:
-    """FBNet, CLI defaults: the acceptance of `auto` on every latency column and budget."""
+def _headline_fbnet(res: Results) -> str:
     d = res.load("search_fbnet.json")
-    return _acceptance(d, digits=3) + "\n" + footer(res.source("search_fbnet.json"))
+    if "acceptance" in d:
+        return _headline_defaults(d, "FBNet")
+    rows = list(d["rows"])
+    budget = max(r["budget"] for r in rows)
+    top = max((r for r in rows if r["budget"] == budget), key=lambda r: r["mean"])
+    return (f"**Strategies, FBNet** (most MACs under a Pi 4 budget, {budget} queries): best `{top['strategy']}`, "
+            f"{top['mean']:.3f} of the exact optimum.")
 
 
-@renderer(pending_on="search_fbnet.json", pending_key="acceptance")
-def fbnet_strategies(res: Results) -> str:
-    """FBNet, CLI defaults: every strategy on the settings with the most seeds."""
-    d = res.load("search_fbnet.json")
-    return (_strategy_tables(d, digits=3, settings=_full_settings(d)) + "\n"
-            + footer(res.source("search_fbnet.json")))
+def _headline_speed(res: Results) -> str:
+    speed = res.load("search_speed.json")
+    ridge, prior = speed["latency_ridge"], speed["latency_prior"]
+    return (f"**Search speed**: {ridge['archs_per_second']:,} architectures/s with the ridge predictors, "
+            f"{ridge['ratio']:.1f}x once-for-all's own evolution search timed beside it ({prior['ratio']:.1f}x with "
+            f"the `arm_cpu` prior; load average {ridge['load_average_1min'][0]:.1f}).")
 
 
-# -- README headlines: one line per result, each from the JSON behind its full table in docs/benchmarks.md
+def _headline_latency(res: Results) -> str:
+    lat = _latency_rows(res.load("latency_predictors.json"))
+    best = max((r for k, r in lat.items() if k[:2] == ("fbnet", "raspi4") and k[3] == 1000
+                and r["spearman"] is not None), key=lambda r: r["within_10pct"])
+    return (f"**Latency predictors**: on FBNet Pi 4 latencies from 1,000 measured networks, `{best['model']}` "
+            f"predicts {pct(best['within_10pct'])} of unseen networks within ±10%.")
+
+
+# README headlines: one line per result, each a small function of the JSON behind its table in the docs
 @renderer
 def readme_headlines(res: Results) -> str:
-    main = res.load("main_command_arm_cpu.json")["runs"]["cold"]
-    nb = [r for r in res.load("search_nb201.json")["rows"] if r["problem"] == "accuracy"]
-    nb_best_budget = min(r["budget"] for r in nb)
-    nb_top = max((r for r in nb if r["budget"] == nb_best_budget), key=lambda r: r["mean"])
-    fb = list(res.load("search_fbnet.json")["rows"])
-    fb_budget = max(r["budget"] for r in fb)
-    fb_top = max((r for r in fb if r["budget"] == fb_budget), key=lambda r: r["mean"])
-    speed = res.load("search_speed.json")
-    lat = _latency_rows(res.load("latency_predictors.json"))
-    fb_lat = max((r for k, r in lat.items() if k[:2] == ("fbnet", "raspi4") and k[3] == 1000
-                  and r["spearman"] is not None), key=lambda r: r["within_10pct"])
-    lines = [
-        f"- **Main command**: {main['wall_s']:.0f} s on 2 CPU cores with the shipped supernet; the chosen "
-        f"network scores {main['best_test_accuracy_onnx']:.3f} test accuracy through onnxruntime, at "
-        f"{main['best_latency_ms']:.1f} ms on the ARM prior.",
-        f"- **Strategies, NAS-Bench-201** (accuracy only, {nb_best_budget} queries): best mean `{nb_top['strategy']}`, "
-        f"{nb_top['mean']:.2f} (optimum found in {pct(nb_top['found_optimum'])} of seeds).",
-        f"- **Strategies, FBNet** (most MACs under a Pi 4 budget, {fb_budget} queries): best `{fb_top['strategy']}`, "
-        f"{fb_top['mean']:.3f} of the exact optimum.",
-        f"- **Search speed**: {speed['latency_ridge']['archs_per_second']:,} architectures/s with the ridge "
-        f"predictors, {speed['latency_ridge']['ratio']:.1f}x once-for-all's own evolution search timed beside it "
-        f"({speed['latency_prior']['ratio']:.1f}x with the `arm_cpu` prior).",
-        f"- **Latency predictors**: on FBNet Pi 4 latencies from 1,000 measured networks, `{fb_lat['model']}` "
-        f"predicts {pct(fb_lat['within_10pct'])} of unseen networks within ±10%.",
-    ]
+    lines = [f"- {line(res)}" for line in (_headline_main, _headline_nb201, _headline_fbnet, _headline_speed,
+                                             _headline_latency)]
     sources = [res.source("main_command_arm_cpu.json", command=_MAIN_TIMING), res.source("search_nb201.json"),
-               res.source("search_fbnet.json"),
-               res.source("search_speed.json"),
+               res.source("search_fbnet.json"), res.source("search_speed.json"),
                res.source("latency_predictors.json", command="python experiments/latency_predictors.py")]
     return "\n".join(lines) + "\n" + footer(*sources)
 

@@ -252,19 +252,24 @@ def _defaults_json() -> dict:
                            check("constrained:pixel3", 92.0, "random", 92.5, False)]}
 
 
-@pytest.mark.parametrize("file, prefix", [("search_nb201.json", "nb201"), ("search_fbnet.json", "fbnet")])
-def test_default_strategy_renderers_read_the_new_layout(tmp_path, file, prefix):
+@pytest.mark.parametrize("file, name", [("search_nb201.json", "search_nb201"), ("search_fbnet.json", "search_fbnet")])
+def test_default_strategy_renderers_read_the_new_layout(tmp_path, file, name):
     root = _tmp_root(tmp_path)
-    path = root / "experiments" / "results" / file
-    path.write_text(json.dumps({"command": "old layout", "rows": []}))
-    assert f"{prefix}_defaults" not in render_docs.unused_renderers(root)  # no `acceptance` yet: waiting
-    path.write_text(json.dumps(_defaults_json()))
-    assert {f"{prefix}_defaults", f"{prefix}_strategies"} <= set(render_docs.unused_renderers(root))
+    (root / "experiments" / "results" / file).write_text(json.dumps(_defaults_json()))
     res = render_docs.Results(root)
-    acceptance = render_docs.RENDERERS[f"{prefix}_defaults"](res)
-    assert "1 of 2 pass" in acceptance and "| `constrained:raspi4` | +0.500 |" in acceptance
-    assert "| `constrained:pixel3` | -0.500 **below** (`random`) |" in acceptance
-    assert "`constrained:pixel3` @100: `auto` (guided) 92.000 against `random` 92.500 (3 seeds)" in acceptance
-    strategies = render_docs.RENDERERS[f"{prefix}_strategies"](res)
-    assert "`constrained:raspi4` (10 seeds" in strategies and "pixel3" not in strategies
-    assert "| `auto` | 93.500 ± 0.010 (guided) |" in strategies
+    text = render_docs.RENDERERS[name](res)
+    assert "1 of 2 pass" in text and "| `constrained:raspi4` | +0.500 |" in text
+    assert "| `constrained:pixel3` | -0.500 **below** (`random`) |" in text
+    assert "`constrained:pixel3` @100: `auto` (guided) 92.000 against `random` 92.500 (3 seeds)" in text
+    full = text[text.index("(10 seeds"):]  # the strategy table: only the setting with the most seeds
+    assert "pixel3" not in full and "| `auto` | 93.500 ± 0.010 (guided) |" in full
+    assert text.rstrip().endswith("(2030-01-02 03:04 UTC).</sub>")
+    headline = {"search_nb201": render_docs._headline_nb201, "search_fbnet": render_docs._headline_fbnet}[name](res)
+    assert "`auto` is at least as good" in headline and "on 1 of 2 settings and budgets" in headline
+
+
+def test_the_old_layout_without_its_keys_fails(tmp_path):
+    root = _tmp_root(tmp_path)
+    (root / "experiments" / "results" / "search_nb201.json").write_text(json.dumps({"command": "x", "rows": []}))
+    with pytest.raises(render_docs.RenderError, match=r"search_nb201\.json: no key \['truth'\]"):
+        render_docs.RENDERERS["search_nb201"](render_docs.Results(root))
