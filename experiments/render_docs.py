@@ -481,8 +481,9 @@ def _nb201_old(d: Node) -> str:
 
     cols = [(p, b) for p in problems for b in budgets]
     names = {"accuracy": "accuracy", "constrained": "constrained", "pareto": "Pareto HV"}
+    strategies = _unique(r["strategy"] for r in rows)
     body = table(["strategy"] + [f"{names.get(p, p)} @{b}" for p, b in cols],
-                 [[f"`{s}`"] + [cell(by.get((s, p, b))) for p, b in cols] for s in _unique(r["strategy"] for r in rows)])
+                 [[f"`{s}`"] + [cell(by.get((s, p, b))) for p, b in cols] for s in strategies])
     seeds = rows[0]["seeds"]
     text = (f"{seeds} seeds, {_strategy_kwargs_note(d)}. Accuracy: best test accuracy found, mean ± std, and the "
             f"share of seeds that found the optimum {truth['optimum']:.2f}. Constrained: best accuracy with latency "

@@ -7,6 +7,7 @@ metric and whether it is maximised or minimised; internally every comparison tur
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -63,6 +64,13 @@ class Constraints:
             return 0.0
         return max(0.0, (float(metrics["latency_ms"]) - self.latency_ms) / self.latency_ms)
 
+    def violations(self, latency_ms: np.ndarray | None, n: int) -> np.ndarray:
+        """:meth:`violation` of ``n`` archs from their latencies (NaN or None: not known, so 0, as a missing key)."""
+        if self.latency_ms is None or latency_ms is None:
+            return np.zeros(n)
+        excess = (np.asarray(latency_ms, dtype=np.float64) - self.latency_ms) / self.latency_ms
+        return np.where(np.isnan(excess), 0.0, np.maximum(excess, 0.0))
+
     def to_dict(self) -> dict:
         return {"latency_ms": self.latency_ms}
 
@@ -83,6 +91,43 @@ class Trial:
         return {"arch": dict(self.arch), "arch_id": self.arch_id, **self.metrics}
 
 
+class CodedTrials(Sequence[Trial]):
+    """Trials of a predictor-scored search, kept as the space's integer codes and metric arrays while the
+    search runs; the :class:`Trial` objects (arch dicts with their :func:`~nas.arch.arch_id`) are made once, on
+    first read, and then kept, so a caller that edits a trial (e.g. adds a measured latency) sees it there."""
+
+    def __init__(self, space) -> None:
+        self._space = space
+        self._codes: list[np.ndarray] = []
+        self._metrics: list[dict[str, np.ndarray]] = []
+        self._n = 0
+        self._trials: list[Trial] | None = None
+
+    def extend_codes(self, codes: np.ndarray, metrics: Mapping[str, np.ndarray]) -> None:
+        """Append one trial per row of ``codes``, ``metrics`` holding one array per metric."""
+        if self._trials is not None:
+            raise RuntimeError("trials were already read; append before reading them")
+        self._codes.append(np.array(codes, copy=True))
+        self._metrics.append({name: np.asarray(values, dtype=np.float64) for name, values in metrics.items()})
+        self._n += len(codes)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._materialised()[index]
+
+    def _materialised(self) -> list[Trial]:
+        if self._trials is None:
+            trials: list[Trial] = []
+            for codes, metrics in zip(self._codes, self._metrics):
+                columns = {name: values.tolist() for name, values in metrics.items()}
+                for i, arch in enumerate(self._space.from_codes(codes)):
+                    trials.append(Trial(arch=arch, metrics={name: values[i] for name, values in columns.items()}))
+            self._trials = trials
+        return self._trials
+
+
 def loss_matrix(metrics: Sequence[Mapping[str, float]], objectives: Sequence[Objective]) -> np.ndarray:
     """``(n, m)`` array of objective losses (smaller is better)."""
     return np.array([[obj.loss(m[obj.name]) for obj in objectives] for m in metrics], dtype=np.float64).reshape(
@@ -90,18 +135,33 @@ def loss_matrix(metrics: Sequence[Mapping[str, float]], objectives: Sequence[Obj
     )
 
 
-def non_dominated_sort(losses: np.ndarray, violations: np.ndarray | None = None) -> list[np.ndarray]:
+def loss_columns(values: np.ndarray, objectives: Sequence[Objective]) -> np.ndarray:
+    """:func:`loss_matrix` of an ``(n, m)`` array holding each objective's values in ``objectives`` order."""
+    signs = np.array([-1.0 if obj.direction == "max" else 1.0 for obj in objectives])
+    return np.asarray(values, dtype=np.float64).reshape(-1, len(objectives)) * signs
+
+
+def non_dominated_sort(losses: np.ndarray, violations: np.ndarray | None = None, *,
+                       limit: int | None = None) -> list[np.ndarray]:
     """Fronts of indices (best first) under constrained domination.
 
     A feasible point dominates every infeasible one; two infeasible points compare by violation; two
-    feasible points compare by Pareto dominance of their losses (Deb's constrained NSGA-II rule).
+    feasible points compare by Pareto dominance of their losses (Deb's constrained NSGA-II rule). With
+    ``limit``, only the first fronts that together hold at least ``limit`` points (what a selection of
+    ``limit`` survivors reads).
     """
     n = len(losses)
     if n == 0:
         return []
     viol = np.zeros(n) if violations is None else np.asarray(violations, dtype=np.float64)
+    losses = np.asarray(losses, dtype=np.float64).reshape(n, -1)
+    if losses.shape[1] <= 2 and np.isfinite(losses).all() and np.isfinite(viol).all():
+        fronts = _fronts_two_objectives(losses, viol)
+        if limit is not None:
+            sizes = np.cumsum([len(f) for f in fronts])
+            fronts = fronts[: int(np.searchsorted(sizes, limit)) + 1]
+        return fronts
     # One objective at a time: reducing an (n, n, m) comparison over its last axis was ~9x slower.
-    losses = np.asarray(losses, dtype=np.float64)
     le = np.ones((n, n), dtype=bool)
     lt = np.zeros((n, n), dtype=bool)
     for column in losses.T:
@@ -117,12 +177,51 @@ def non_dominated_sort(losses: np.ndarray, violations: np.ndarray | None = None)
     dominated_count = dominates.sum(axis=0)
     fronts = []
     remaining = np.ones(n, dtype=bool)
-    while remaining.any():
+    taken, limit = 0, n if limit is None else limit
+    while remaining.any() and taken < limit:
         front = np.flatnonzero(remaining & (dominated_count == 0))
         fronts.append(front)
+        taken += len(front)
         remaining[front] = False
         dominated_count = dominated_count - dominates[front].sum(axis=0)
         dominated_count[~remaining] = -1
+    return fronts
+
+
+def _fronts_two_objectives(losses: np.ndarray, violations: np.ndarray) -> list[np.ndarray]:
+    """:func:`non_dominated_sort` for one or two objectives in O(n log n) (the O(n^2) domination matrix was the
+    largest cost of a predictor-scored search's selection): the same fronts, each in increasing index order.
+
+    Feasible points in lexicographic order of their losses: every point that dominates another comes before
+    it, and a front's last point so far has its smallest second loss, which rises from front to front. A
+    point therefore joins the first front whose last second loss exceeds its own (a bisection), or that of the
+    point just before it when both are identical (identical points do not dominate each other). Infeasible
+    points follow, one front per distinct violation, smallest first."""
+    feasible = np.flatnonzero(violations <= 0)
+    first = losses[feasible, 0]
+    second = losses[feasible, 1] if losses.shape[1] == 2 else np.zeros(len(feasible))
+    order = np.lexsort((second, first))
+    lasts: list[float] = []  # per front, the second loss of its last point (non-decreasing over fronts)
+    rank = np.empty(len(order), dtype=np.intp)
+    previous: tuple[float, float] | None = None
+    for position, point in enumerate(zip(first[order].tolist(), second[order].tolist())):
+        if point == previous:
+            rank[position] = rank[position - 1]
+            continue
+        r = bisect.bisect_right(lasts, point[1])
+        if r == len(lasts):
+            lasts.append(point[1])
+        else:
+            lasts[r] = point[1]
+        rank[position] = r
+        previous = point
+    index = feasible[order]
+    by_front = np.lexsort((index, rank))  # by front, then by index
+    fronts = np.split(index[by_front], np.cumsum(np.bincount(rank))[:-1]) if len(index) else []
+    infeasible = np.flatnonzero(violations > 0)
+    if infeasible.size:
+        levels, which = np.unique(violations[infeasible], return_inverse=True)
+        fronts += np.split(infeasible[np.argsort(which, kind="stable")], np.cumsum(np.bincount(which))[:-1])
     return fronts
 
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from nas.arch import Arch, arch_id, parse_json_arg
 from nas.choice import choose, given, resolve_rule
 from nas.errors import ConfigError
-from nas.objectives import ACCURACY, LATENCY, Constraints, Trial, objectives_for, pareto_front
+from nas.objectives import ACCURACY, LATENCY, CodedTrials, Constraints, Trial, objectives_for, pareto_front
 from nas.registry import SPACES, STRATEGIES, TARGETS, list_spaces, list_targets
 from nas.report import plot_pareto, run_files, write_json
 from nas.surrogate import PriorSurrogate, Surrogate, calibrate_prior, fit_surrogate
@@ -233,21 +233,22 @@ def _extremes(space: SearchSpace) -> list[Arch]:
 
 
 # ---------------------------------------------------------------------------------------------- search
-def run_strategy(strategy, accuracy: Surrogate, latency: Surrogate, *, queries: int, progress: bool) -> list[Trial]:
-    """Ask/tell loop with both metrics predicted, in batches of the strategy's natural size."""
+def run_strategy(strategy, accuracy: Surrogate, latency: Surrogate, *, queries: int,
+                 progress: bool) -> Sequence[Trial]:
+    """Ask/tell loop with both metrics predicted, in batches of the strategy's natural size.
+
+    Batches travel as the space's integer codes (``ask_codes`` / ``predict_codes`` / ``tell_codes``): an arch
+    dict and its id are made only when the returned trials are read (:class:`nas.objectives.CodedTrials`)."""
     batch = int(getattr(strategy, "population_size", 100))
-    history: list[Trial] = []
+    history = CodedTrials(strategy.space)
     with tqdm(total=queries, desc=f"search ({strategy.name}, predictor-scored)", disable=not progress) as bar:
         while len(history) < queries:
-            asked = strategy.ask_many_with_ids(min(batch, queries - len(history)))
-            archs = [arch for arch, _ in asked]
-            accs = np.clip(accuracy.predict(archs), 0.0, 1.0).tolist()
-            lats = np.maximum(latency.predict(archs), 1e-6).tolist()
-            for (arch, key), acc, lat in zip(asked, accs, lats):
-                metrics = {"accuracy": acc, "latency_ms": lat}
-                strategy.tell(arch, metrics)
-                history.append(Trial(arch=arch, metrics=metrics, arch_id=key))  # id from the strategy: hashed once
-            bar.update(len(archs))
+            codes = strategy.ask_codes(min(batch, queries - len(history)))
+            metrics = {"accuracy": np.clip(accuracy.predict_codes(codes), 0.0, 1.0),
+                       "latency_ms": np.maximum(latency.predict_codes(codes), 1e-6)}
+            strategy.tell_codes(codes, metrics)
+            history.extend_codes(codes, metrics)
+            bar.update(len(codes))
     return history
 
 
@@ -365,7 +366,7 @@ def run_search(cfg: DictConfig, run_dir: Path, *, thread_policy: dict | None = N
     evaluator = SupernetEvaluator(space, supernet, data, calib_images=int(cfg.accuracy.calib_images), seed=seed)
 
     predictors_info: dict = {}
-    history: list[Trial] = []
+    history: Sequence[Trial] = []
     measured: dict[str, dict] = {}
     latency_info: dict = {}
     if given_arch is not None:

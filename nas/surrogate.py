@@ -35,6 +35,13 @@ class Surrogate:
         X = featurize(self.space, archs, self.features)
         return np.asarray(self.predictor.predict(X), dtype=np.float64)  # type: ignore[attr-defined]
 
+    def predict_codes(self, codes: np.ndarray) -> np.ndarray:
+        """:meth:`predict` of the archs of ``codes`` (:meth:`SearchSpace.to_codes`), features made from the codes."""
+        if not len(codes):
+            return np.zeros(0)
+        X = featurize_codes(self.space, codes, self.features)
+        return np.asarray(self.predictor.predict(X), dtype=np.float64)  # type: ignore[attr-defined]
+
 
 #: Feature sets a surrogate can use: the space's choice encoding, or its cost features (see
 #: :meth:`SearchSpace.cost_features`), which suit latency.
@@ -46,6 +53,15 @@ def featurize(space: SearchSpace, archs: Sequence[Mapping], features: str) -> np
         return space.encode_many(archs)
     if features == "cost":
         return space.cost_features_many(archs)
+    raise ConfigError(f"unknown predictor features {features!r}; choose one of {list(FEATURES)}")
+
+
+def featurize_codes(space: SearchSpace, codes: np.ndarray, features: str) -> np.ndarray:
+    """:func:`featurize` of the archs of ``codes``."""
+    if features == "encoding":
+        return space.encode_codes(codes)
+    if features == "cost":
+        return space.cost_features_codes(codes)
     raise ConfigError(f"unknown predictor features {features!r}; choose one of {list(FEATURES)}")
 
 
@@ -90,12 +106,21 @@ MIN_SHOTS_FOR_SHAPE = 12
 
 class LatencyPrior(Protocol):
     """Latency (ms) of architectures on a device *before* any measurement of it, e.g. a model learned from
-    public measurements of similar hardware. ``description`` says where it comes from (shown to the user)."""
+    public measurements of similar hardware. ``description`` says where it comes from (shown to the user).
+    A prior may also give ``predict_codes(space, codes)`` for batches of integer codes (the kernel prior does);
+    otherwise the archs are made from the codes."""
 
     name: str
     description: str
 
     def predict(self, space: SearchSpace, archs: Sequence[Mapping]) -> np.ndarray: ...
+
+
+def _prior_of_codes(prior: LatencyPrior, space: SearchSpace, codes: np.ndarray) -> np.ndarray:
+    predict_codes = getattr(prior, "predict_codes", None)
+    if predict_codes is not None:
+        return np.asarray(predict_codes(space, codes), dtype=np.float64)
+    return np.asarray(prior.predict(space, space.from_codes(codes)), dtype=np.float64)
 
 
 @dataclass
@@ -110,6 +135,9 @@ class PriorSurrogate:
 
     def predict(self, archs: Sequence[Mapping]) -> np.ndarray:
         return np.asarray(self.prior.predict(self.space, archs), dtype=np.float64) if archs else np.zeros(0)
+
+    def predict_codes(self, codes: np.ndarray) -> np.ndarray:
+        return _prior_of_codes(self.prior, self.space, codes) if len(codes) else np.zeros(0)
 
 
 @dataclass
@@ -144,6 +172,16 @@ class CalibratedSurrogate:
         base = np.asarray(self.prior.predict(self.space, archs), dtype=np.float64)
         return _calibrated(self.model, self.shape_terms, self.space, archs, base)
 
+    def predict_codes(self, codes: np.ndarray) -> np.ndarray:
+        if not len(codes):
+            return np.zeros(0)
+        base = _prior_of_codes(self.prior, self.space, codes)
+        if self.shape_terms:
+            from predictors.features import latency_features_codes
+
+            return _apply_calibration(self.model, base, latency_features_codes(self.space, codes, "kernel"))
+        return _apply_calibration(self.model, base, None)
+
 
 def _fit_calibration(shape_terms: bool, space: SearchSpace, archs: Sequence[Mapping], base: np.ndarray,
                      y: np.ndarray) -> object:
@@ -154,8 +192,16 @@ def _fit_calibration(shape_terms: bool, space: SearchSpace, archs: Sequence[Mapp
 
 
 def _calibrated(model, shape_terms: bool, space: SearchSpace, archs: Sequence[Mapping], base: np.ndarray) -> np.ndarray:
-    if shape_terms:
-        return base * np.exp(model.predict(calibration_features(space, archs, base)))  # type: ignore[attr-defined]
+    from predictors.features import latency_features
+
+    return _apply_calibration(model, base, latency_features(space, archs, "kernel") if shape_terms else None)
+
+
+def _apply_calibration(model, base: np.ndarray, kernel_features: np.ndarray | None) -> np.ndarray:
+    """The calibrated latency from the prior's ``base``: with shape terms (``kernel_features`` given) the ridge
+    correction of the log ratio, otherwise the power law."""
+    if kernel_features is not None:
+        return base * np.exp(model.predict(_calibration_columns(kernel_features, base)))  # type: ignore[attr-defined]
     return np.asarray(model.predict(base[:, None]), dtype=np.float64)  # type: ignore[attr-defined]
 
 
@@ -165,9 +211,12 @@ def calibration_features(space: SearchSpace, archs: Sequence[Mapping], prior_ms:
     handful of measurements can fit them without chasing noise."""
     from predictors.features import latency_features
 
+    return _calibration_columns(latency_features(space, archs, "kernel"), prior_ms)
+
+
+def _calibration_columns(kernel_features: np.ndarray, prior_ms: np.ndarray) -> np.ndarray:
     # Per kernel type (MMACs, MB of traffic, count), summed over the types.
-    per_type = latency_features(space, archs, "kernel").reshape(len(archs), -1, 3)
-    totals = per_type.sum(axis=1)
+    totals = kernel_features.reshape(len(kernel_features), -1, 3).sum(axis=1)
     base = np.log(np.maximum(np.asarray(prior_ms, dtype=np.float64), 1e-9))
     return np.column_stack([base, np.log1p(totals)])
 

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -24,7 +25,15 @@ import numpy as np
 from nas.arch import Value
 from nas.errors import ConfigError
 from search_spaces.base import SearchSpace
-from search_spaces.kernels import KINDS, Kernel, kernels, nb201_canonical_ops
+from search_spaces.kernels import (
+    KINDS,
+    Kernel,
+    kernels,
+    mbconv_kernels,
+    nb201_canonical_ops,
+    ofa_head_kernels,
+    ofa_stem_kernels,
+)
 
 FEATURE_KINDS = ("onehot", "kernel", "flops", "params", "encoding")
 
@@ -83,3 +92,45 @@ def latency_features(space: SearchSpace, archs: Sequence[Mapping[str, Value]], k
     if not rows:
         raise ConfigError("latency_features needs at least one architecture")
     return np.stack(rows)
+
+
+def latency_features_codes(space: SearchSpace, codes: np.ndarray, kind: str) -> np.ndarray:
+    """:func:`latency_features` of the archs of ``codes`` (:meth:`SearchSpace.to_codes`). OFA's ``kernel``
+    features come from a table: a block's kernels depend only on (resolution, stage, slot, kernel, expand), so
+    an arch's per-type sums are its resolution's fixed part plus one table row per active slot (equal to the
+    per-arch sums up to float rounding, as they are added in another order)."""
+    if kind == "kernel" and space.name == "ofa" and len(codes):
+        fixed, slots = _ofa_kernel_tables(space)
+        res, rows = space.slot_table_rows(codes)
+        return fixed[res] + slots[rows].sum(axis=1)
+    return latency_features(space, space.from_codes(codes), kind)
+
+
+# Per OFA space: (fixed part per resolution, per (resolution, stage, slot, kernel, expand) block rows), built on
+# first use from the same kernel lists the per-arch path sums (search_spaces.kernels).
+_OFA_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _ofa_kernel_tables(space) -> tuple[np.ndarray, np.ndarray]:
+    tables = _OFA_TABLES.get(space)
+    if tables is None:
+        spec = space.net_spec(space.smallest())  # the stem, first block and head do not depend on the choices
+        nr, nk, ne = len(space.resolutions), len(space.kernel_sizes), len(space.expand_ratios)
+        n_stages = len(space.stage_widths)
+        fixed = np.zeros((nr, 3 * len(KINDS)))
+        slots = np.zeros((nr, n_stages, space.max_depth, nk, ne, 3 * len(KINDS)))
+        for a, r in enumerate(space.resolutions):
+            sides = space._sides(r)  # after the stem, then after each stage
+            first = mbconv_kernels(spec.blocks[0], sides[0])
+            fixed[a] = _kernel_row(ofa_stem_kernels(spec, r) + first +
+                                   ofa_head_kernels(spec, space.stage_widths[-1], sides[-1]))
+            for i in range(n_stages):
+                for j in range(space.max_depth):
+                    side = sides[i] if j == 0 else sides[i + 1]
+                    for b, k in enumerate(space.kernel_sizes):
+                        for c, e in enumerate(space.expand_ratios):
+                            slots[a, i, j, b, c] = _kernel_row(mbconv_kernels(space._block_spec(i + 1, j, k, e), side))
+        # Rows as OFASpace.slot_table_rows reads them: flattened, and a zero row for inactive slots.
+        tables = _OFA_TABLES[space] = (fixed, np.concatenate([slots.reshape(-1, slots.shape[-1]),
+                                                              np.zeros((1, slots.shape[-1]))]))
+    return tables

@@ -185,28 +185,48 @@ def _fbnet_kernels(space: SearchSpace, arch: Mapping[str, Value]) -> list[Kernel
 # ---------------------------------------------------------------------------------------------- OFA
 def _ofa_kernels(space: SearchSpace, arch: Mapping[str, Value]) -> list[Kernel]:
     spec = space.net_spec(arch)
-    side = int(arch["resolution"])
-    out = [conv_kernel(spec.in_channels, spec.stem_channels, 3, 2, side)]
+    out = ofa_stem_kernels(spec, int(arch["resolution"]))
     side = out[-1].hw_out
     for block in spec.blocks:
-        mid = block.mid_channels
-        if block.has_expand_conv:
-            out.append(conv_kernel(block.in_channels, mid, 1, 1, side))
-        out.append(conv_kernel(mid, mid, block.kernel, block.stride, side, groups=mid))
-        side = out[-1].hw_out
-        if block.use_se:
-            se = block.se_channels
-            n = mid * side * side
-            # pool + reduce (bias) + expand (bias) + gate multiply: reads the map twice, writes it once
-            out.append(Kernel("se", 2 * mid * se, 2 * mid * se + se + mid, 2 * n, n, 1, 1, mid, mid, side))
-        out.append(conv_kernel(mid, block.out_channels, 1, 1, side))
-        if block.residual:
-            out.append(_elementwise("add", block.out_channels, side, 2))
+        block_kernels = mbconv_kernels(block, side)
+        side = block_kernels[-1].hw_out
+        out += block_kernels
     last = spec.blocks[-1].out_channels if spec.blocks else spec.stem_channels
-    out += [conv_kernel(last, spec.final_expand_channels, 1, 1, side), _gpool(spec.final_expand_channels, side),
+    return out + ofa_head_kernels(spec, last, side)
+
+
+# The three parts of an OFA network, apart: a block's kernels depend only on its spec and input side, which is
+# what lets predictors.features cost OFA archs from a table per (resolution, stage, slot, kernel, expand).
+def ofa_stem_kernels(spec, resolution: int) -> list[Kernel]:
+    """The stem convolution of an OFA ``NetSpec`` at input ``resolution``."""
+    return [conv_kernel(spec.in_channels, spec.stem_channels, 3, 2, resolution)]
+
+
+def mbconv_kernels(block, side: int) -> list[Kernel]:
+    """The kernels of one MBConv ``BlockSpec`` on a ``side`` x ``side`` input (the last one's ``hw_out`` is the
+    block's output side)."""
+    mid = block.mid_channels
+    out = []
+    if block.has_expand_conv:
+        out.append(conv_kernel(block.in_channels, mid, 1, 1, side))
+    out.append(conv_kernel(mid, mid, block.kernel, block.stride, side, groups=mid))
+    side = out[-1].hw_out
+    if block.use_se:
+        se = block.se_channels
+        n = mid * side * side
+        # pool + reduce (bias) + expand (bias) + gate multiply: reads the map twice, writes it once
+        out.append(Kernel("se", 2 * mid * se, 2 * mid * se + se + mid, 2 * n, n, 1, 1, mid, mid, side))
+    out.append(conv_kernel(mid, block.out_channels, 1, 1, side))
+    if block.residual:
+        out.append(_elementwise("add", block.out_channels, side, 2))
+    return out
+
+
+def ofa_head_kernels(spec, last: int, side: int) -> list[Kernel]:
+    """Final expand, global pool, feature mix and classifier after ``last`` channels at ``side``."""
+    return [conv_kernel(last, spec.final_expand_channels, 1, 1, side), _gpool(spec.final_expand_channels, side),
             _linear(spec.final_expand_channels, spec.feature_mix_channels, bias=False),
             _linear(spec.feature_mix_channels, spec.num_classes)]
-    return out
 
 
 _BUILDERS = {"nb201": _nb201_kernels, "fbnet": _fbnet_kernels, "ofa": _ofa_kernels}

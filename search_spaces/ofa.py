@@ -125,6 +125,16 @@ class OFASpace(WeightSharingSpace):
         self._kernel_cols = np.array([[column[k] for k, _ in slots] for _, slots in self._stage_labels])
         self._expand_cols = np.array([[column[e] for _, e in slots] for _, slots in self._stage_labels])
         self._cost_tables: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # built on first use
+        # Integer codes (see SearchSpace.to_codes): per stage its slots' kernel and expand columns, and per depth
+        # option which slots are active (slot j < depth) and so which of those columns keep their value.
+        self._counts = np.array([len(options) for options in self._choices.values()], dtype=np.intp)
+        self._counts_at_least_2 = np.maximum(self._counts, 2)  # a draw in 1..count-1 needs count >= 2
+        self._mutable_mask = self._counts > 1
+        self._mutable_cols = np.flatnonzero(self._mutable_mask)
+        self._active_by_depth = np.arange(self.max_depth)[None, :] < np.array(self.depths)[:, None]
+        self._keep_by_depth = np.repeat(self._active_by_depth, 2, axis=1).astype(np.intp)
+        nk, ne = len(self.kernel_sizes), len(self.expand_ratios)
+        self._slot_offsets = (np.arange(NUM_STAGES * self.max_depth) * nk * ne).reshape(NUM_STAGES, self.max_depth)
 
     # ------------------------------------------------------------------ definition
     def _make_choices(self) -> dict[str, tuple[Value, ...]]:
@@ -367,8 +377,11 @@ class OFASpace(WeightSharingSpace):
         indices = self._choice_indices(archs)
         if indices is None:
             return super().encode_many(archs)
-        res, depth, kernel, expand, active = indices
-        n = len(archs)
+        return self._encode_indices(*indices)
+
+    def _encode_indices(self, res: np.ndarray, depth: np.ndarray, kernel: np.ndarray, expand: np.ndarray,
+                        active: np.ndarray) -> np.ndarray:
+        n = len(res)
         nk, ne = len(self.kernel_sizes), len(self.expand_ratios)
         slot = nk + ne
         n_slots = NUM_STAGES * self.max_depth
@@ -387,13 +400,14 @@ class OFASpace(WeightSharingSpace):
         indices = self._choice_indices(archs)
         if indices is None:
             return super().cost_features_many(archs)
-        res, depth, kernel, expand, active = indices
+        return self._cost_features_indices(*indices)
+
+    def _cost_features_indices(self, res: np.ndarray, depth: np.ndarray, kernel: np.ndarray, expand: np.ndarray,
+                               active: np.ndarray) -> np.ndarray:
         stage0, blocks, head = self._cost_table()
-        n = len(archs)
-        stage_idx = np.arange(NUM_STAGES)[None, :, None]
-        slot_idx = np.arange(self.max_depth)[None, None, :]
-        # (n, stage, slot, 4): each slot's cost, zero where the slot is inactive.
-        costs = blocks[res[:, None, None], stage_idx, slot_idx, kernel, expand] * active[..., None]
+        n = len(res)
+        # (n, stage, slot, 4): each slot's cost, the all-zero last row where the slot is inactive.
+        costs = blocks[self._slot_index(res, kernel, expand, active)]
         per_stage = np.zeros((n, NUM_STAGES, 4))
         for j in range(self.max_depth):  # x + 0.0 == x, so an inactive slot leaves the running sum unchanged
             per_stage += costs[:, :, j]
@@ -402,6 +416,22 @@ class OFASpace(WeightSharingSpace):
         features[:, 4:-1] = per_stage.reshape(n, 4 * NUM_STAGES)
         features[:, -1] = head[res]
         return features
+
+    def _slot_index(self, res: np.ndarray, kernel: np.ndarray, expand: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """``(n, stages, max_depth)`` row of each slot in a table of (resolution, stage, slot, kernel, expand)
+        rows flattened in that order, plus one last row for inactive slots (see :meth:`slot_table_rows`)."""
+        nk, ne = len(self.kernel_sizes), len(self.expand_ratios)
+        per_resolution = NUM_STAGES * self.max_depth * nk * ne
+        index = (res * per_resolution)[:, None, None] + self._slot_offsets + kernel * ne + expand
+        return np.where(active, index, per_resolution * len(self.resolutions))
+
+    def slot_table_rows(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For a quantity that is a part fixed per resolution plus one part per active block slot, fixed by the
+        slot's (resolution, stage, slot, kernel, expand): each row's resolution index, and the ``(n, stages *
+        max_depth)`` rows of its slots in a table of shape ``(resolutions * stages * max_depth * kernels *
+        expands + 1, ...)`` ordered that way, whose last (zero) row stands for an inactive slot."""
+        res, _, kernel, expand, active = self._code_indices(codes)
+        return res, self._slot_index(res, kernel, expand, active).reshape(len(codes), -1)
 
     def _choice_indices(self, archs: Sequence[Mapping[str, Value]]) -> tuple[np.ndarray, ...] | None:
         """``(resolution, depth, kernel, expand, active)`` option indices of ``archs`` (kernel, expand, active
@@ -426,9 +456,70 @@ class OFASpace(WeightSharingSpace):
             return None
         return res, depth, kernel, expand, active
 
+    # ------------------------------------------------------------------ integer codes (vectorised)
+    def canonical_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Inactive slots' kernel and expand codes set to 0 (the smallest options), as :meth:`canonical` does."""
+        out = np.array(codes, dtype=np.intp, copy=True)
+        stages = self._stage_view(out)
+        stages[:, :, 1:] *= self._keep_by_depth[stages[:, :, 0]]
+        return out
+
+    def sample_codes(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Every label drawn uniformly (the distribution of :meth:`sample`), then made canonical."""
+        return self.canonical_codes(rng.integers(0, self._counts, size=(n, len(self._labels))))
+
+    def crossover_codes(self, a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Uniform crossover of each pair of rows (each label from ``a`` or ``b`` with equal probability)."""
+        return self.canonical_codes(np.where(rng.random(a.shape) < 0.5, a, b))
+
+    def mutate_codes(self, codes: np.ndarray, rng: np.random.Generator, *, rate: float | None = None) -> np.ndarray:
+        """:meth:`mutate`'s operator on every row at once: each mutable label with probability ``rate`` (default
+        1 / number of mutable labels) moved to a uniformly drawn other option, plus one forced change. The forced
+        label is drawn among those the parent uses (resolution, depths, kernel and expand of active slots): a
+        change to an inactive slot would be undone by :meth:`canonical`, where :meth:`mutate` draws again
+        until the child differs; here every child differs from its parent at the first draw."""
+        start = self.canonical_codes(codes)
+        n, width = start.shape
+        if not len(self._mutable_cols) or n == 0:
+            return start
+        rate = 1.0 / len(self._mutable_cols) if rate is None else float(rate)
+        used = np.ones((n, width), dtype=bool)
+        self._stage_view(used)[:, :, 1:] = self._keep_by_depth[self._stage_view(start)[:, :, 0]]
+        used &= self._mutable_mask
+        # The forced label: the (t+1)-th used label of its row, t uniform below the row's count of used labels.
+        running = np.cumsum(used, axis=1)
+        target = (rng.random(n) * running[:, -1]).astype(np.intp)
+        forced = (running <= target[:, None]).sum(axis=1)
+        hit = (rng.random((n, width)) < rate) & self._mutable_mask
+        hit[np.arange(n), forced] = True
+        # (value + s) mod count with s uniform in 1..count-1: a uniform draw among the other options.
+        moved = (start + rng.integers(1, self._counts_at_least_2, size=(n, width))) % self._counts
+        return self.canonical_codes(np.where(hit, moved, start))
+
+    def encode_codes(self, codes: np.ndarray) -> np.ndarray:
+        """:meth:`encode` of every row, straight from the codes (equal to :meth:`encode_many` of the archs)."""
+        return self._encode_indices(*self._code_indices(codes))
+
+    def cost_features_codes(self, codes: np.ndarray) -> np.ndarray:
+        """:meth:`cost_features` of every row from the codes (bit for bit :meth:`cost_features_many`'s)."""
+        return self._cost_features_indices(*self._code_indices(codes))
+
+    def _code_indices(self, codes: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``_choice_indices``' tuple read off codes (the codes are the option indices), through a view of the
+        stages' columns (no copies)."""
+        stages = self._stage_view(codes)
+        depth = stages[:, :, 0]
+        return codes[:, 0], depth, stages[:, :, 1::2], stages[:, :, 2::2], self._active_by_depth[depth]
+
+    def _stage_view(self, codes: np.ndarray) -> np.ndarray:
+        """``codes[:, 1:]`` as ``(n, stages, 1 + 2 * max_depth)``: :meth:`_make_choices` lays labels out as the
+        resolution, then per stage its depth and each slot's kernel and expand."""
+        return codes[:, 1:].reshape(len(codes), NUM_STAGES, 1 + 2 * self.max_depth)
+
     def _cost_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per resolution: the first block's cost (4), every (stage, slot, kernel, expand) block's cost and the
-        stem + head MACs, from the same :meth:`_block_cost` the per-arch path adds up."""
+        """Per resolution: the first block's cost (4), every (stage, slot, kernel, expand) block's cost (rows as
+        :meth:`_slot_index` reads them) and the stem + head MACs, from the same :meth:`_block_cost` the per-arch
+        path adds up."""
         if self._cost_tables is None:
             nr, nk, ne = len(self.resolutions), len(self.kernel_sizes), len(self.expand_ratios)
             stage0 = np.zeros((nr, 4))
@@ -442,7 +533,8 @@ class OFASpace(WeightSharingSpace):
                         for b, k in enumerate(self.kernel_sizes):
                             for c, e in enumerate(self.expand_ratios):
                                 blocks[a, i, j, b, c] = self._block_cost(r, i + 1, j, k, e)
-            self._cost_tables = (stage0, blocks, head)
+            # Flattened in (resolution, stage, slot, kernel, expand) order with a zero row for inactive slots.
+            self._cost_tables = (stage0, np.concatenate([blocks.reshape(-1, 4), np.zeros((1, 4))]), head)
         return self._cost_tables
 
     # ------------------------------------------------------------------ public form

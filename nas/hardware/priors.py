@@ -67,7 +67,19 @@ class KernelPrior:
 
         if not archs:
             return np.zeros(0)
-        X = borrow_unseen_kinds(latency_features(space, archs, "kernel"))
+        return self._predict_features(latency_features(space, archs, "kernel"))
+
+    def predict_codes(self, space: SearchSpace, codes: np.ndarray) -> np.ndarray:
+        """:meth:`predict` of the archs of ``codes`` (:meth:`SearchSpace.to_codes`), with the kernel features
+        gathered from a table where the space has one (OFA)."""
+        from predictors.features import latency_features_codes
+
+        if not len(codes):
+            return np.zeros(0)
+        return self._predict_features(latency_features_codes(space, codes, "kernel"))
+
+    def _predict_features(self, kernel_features: np.ndarray) -> np.ndarray:
+        X = borrow_unseen_kinds(kernel_features)
         # A prior must stay a latency: floor at a microsecond so logs and ratios downstream stay defined.
         return np.maximum(np.asarray(self.predictor.predict(X), dtype=np.float64), 1e-3)
 

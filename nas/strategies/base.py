@@ -53,10 +53,18 @@ class Strategy(abc.ABC):
         """``n`` proposals at once (for batched evaluation, e.g. with a predictor)."""
         return [self.ask() for _ in range(n)]
 
-    def ask_many_with_ids(self, n: int) -> list[tuple[Arch, str]]:
-        """:meth:`ask_many` with each arch's :func:`~nas.arch.arch_id`, so a caller that records trials need not
-        hash an arch the strategy has already hashed (a strategy that keeps the ids overrides this)."""
-        return [(arch, arch_id(arch)) for arch in self.ask_many(n)]
+    def ask_codes(self, n: int) -> np.ndarray:
+        """:meth:`ask_many` as the space's integer codes (:meth:`SearchSpace.to_codes`), for a caller that scores
+        whole batches (a predictor-scored search); a strategy that breeds on codes overrides it and never makes
+        the arch dicts."""
+        return self.space.to_codes(self.ask_many(n)).reshape(n, len(self.space.choices()))
+
+    def tell_codes(self, codes: np.ndarray, metrics: Mapping[str, np.ndarray]) -> None:
+        """:meth:`tell` for each row of ``codes`` (from :meth:`ask_codes`), ``metrics`` holding one array per
+        metric, in row order."""
+        columns = {name: np.asarray(values).tolist() for name, values in metrics.items()}
+        for i, arch in enumerate(self.space.from_codes(codes)):
+            self.tell(arch, {name: values[i] for name, values in columns.items()})
 
     def state_dict(self) -> dict:
         """JSON-serialisable state; subclasses extend it with their own fields."""
