@@ -173,6 +173,26 @@ def load_data(
 
 
 # ---------------------------------------------------------------------- argument checks
+def check_data_options(
+    *,
+    name: str = "mnist5k",
+    root: str | None = None,
+    dataset: str | None = None,
+    image_size: int | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    limit: int | None = None,
+) -> None:
+    """The checks :func:`load_data` makes before reading anything (a search runs them before any work): the
+    name, the ranges, and that ``root`` is an existing folder for the datasets read from disk."""
+    _check_args(name=name, image_size=image_size, val_fraction=val_fraction, test_fraction=test_fraction, limit=limit)
+    if name in ("image_folder", "torchvision"):
+        if root is None:
+            raise DataError(f"dataset {name!r} needs root=<folder>: data.root=/path/to/images")
+        if not Path(str(root)).expanduser().is_dir():
+            raise DataError(f"data.root={root} does not exist or is not a directory; pass root=<existing folder>")
+
+
 def _check_args(
     *, name: str, image_size: int | None, val_fraction: float, test_fraction: float, limit: int | None
 ) -> None:

@@ -28,3 +28,8 @@ class ModelError(UserError):
 
 class DeviceError(UserError):
     """A measuring device (a remote device agent) cannot be reached or refused a request."""
+
+
+def error_line(exc: BaseException) -> str:
+    """``error: <message>`` on one line, as the entry points print it (a message spanning lines is joined)."""
+    return "error: " + " ".join(str(exc).split())

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from nas.arch import Arch, arch_id, parse_json_arg
 from nas.choice import choose, given, resolve_rule
+from nas.config_schema import validate_config
 from nas.errors import ConfigError
 from nas.objectives import ACCURACY, LATENCY, CodedTrials, Constraints, Trial, objectives_for, pareto_front
 from nas.registry import SPACES, STRATEGIES, TARGETS, list_spaces, list_targets
@@ -45,13 +46,6 @@ def _section(cfg: DictConfig, key: str, registry_names: Sequence[str]) -> dict:
     if not isinstance(section, dict) or "name" not in section:
         raise ConfigError(f"config group {key!r} must be a mapping with a 'name' (available: {', '.join(registry_names)})")
     return section
-
-
-def _missing_value_guard(cfg: DictConfig) -> None:
-    """Turn OmegaConf's '???' (mandatory value) into a clear message before anything runs."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(f"missing required config value(s) {missing}: set them on the command line, e.g. {missing[0]}=...")
 
 
 def make_space(space_cfg: Mapping, **data_shape: int) -> SearchSpace:
@@ -317,7 +311,9 @@ def run_search(cfg: DictConfig, run_dir: Path, *, thread_policy: dict | None = N
     from nas.accuracy import SupernetEvaluator
     from nas.data import load_data
 
-    _missing_value_guard(cfg)
+    # Every config value is checked before any work starts (types, ranges, paths, unknown keys): one home,
+    # nas/config_schema.py; a bad value ends the run with one line naming the key.
+    validate_config(cfg)
     space_cfg = _section(cfg, "space", list_spaces())
     target_cfg = _section(cfg, "target", list_targets())
     SPACES.get(space_cfg["name"])  # unknown names fail here, before any data is read

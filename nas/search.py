@@ -19,13 +19,20 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from nas.errors import UserError
+from nas.errors import UserError, error_line
 from nas.report import summarize
+
+
+def exit_with_error(exc: UserError) -> NoReturn:
+    """Bad input: one line ``error: ...`` on stderr, exit status 2."""
+    print(error_line(exc), file=sys.stderr)
+    sys.exit(2)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -42,8 +49,7 @@ def main(cfg: DictConfig) -> None:
         policy = apply_thread_policy(cfg.get("threads"), environment)
         results_path = run_search(cfg, run_dir, thread_policy=policy.to_dict())
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_error(exc)
     except KeyboardInterrupt:
         print("interrupted: supernet checkpoints and measurements written so far are kept; rerun to resume",
               file=sys.stderr)
@@ -52,5 +58,16 @@ def main(cfg: DictConfig) -> None:
     print(f"results: {results_path}")
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> None:
+    """The command: Hydra's own composition errors (an option file or key that does not exist, an override
+    that does not parse) are said on one line with exit status 2 too, before Hydra runs; then :func:`main`."""
+    from nas.config_schema import composition_error
+
+    problem = composition_error(sys.argv[1:] if argv is None else argv)
+    if problem is not None:
+        exit_with_error(problem)
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -27,9 +27,13 @@ class ReinforceController(Strategy):
     def __init__(self, *, learning_rate: float = 0.2, baseline_decay: float = 0.9, penalty: float = 3.0,
                  **kwargs) -> None:
         super().__init__(**kwargs)
-        if not learning_rate > 0 or not 0 <= baseline_decay < 1 or not penalty >= 0:
-            raise ConfigError("strategy.learning_rate must be > 0, strategy.baseline_decay in [0, 1) and "
-                              f"strategy.penalty >= 0; got {learning_rate}, {baseline_decay}, {penalty}")
+        # one check per option, so the message names the one that is wrong
+        if not learning_rate > 0:
+            raise ConfigError(f"strategy.learning_rate must be > 0, got {learning_rate}")
+        if not 0 <= baseline_decay < 1:
+            raise ConfigError(f"strategy.baseline_decay must be in [0, 1), got {baseline_decay}")
+        if not penalty >= 0:
+            raise ConfigError(f"strategy.penalty must be >= 0, got {penalty}")
         self.learning_rate, self.baseline_decay, self.penalty = float(learning_rate), float(baseline_decay), float(penalty)
         self._labels = list(self.space.choices())
         self._logits = {label: [0.0] * len(options) for label, options in self.space.choices().items()}
