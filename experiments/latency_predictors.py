@@ -1,6 +1,7 @@
 """Benchmark every latency predictor and baseline on every real device column of the shared tables.
 
     python experiments/latency_predictors.py [--quick] [--out experiments/results/latency_predictors.json]
+        [--baseline-checkout DIR]
 
 Protocol (fixed seed 0): per space, one random permutation of the table's rows; training sets are its first
 100 and 1000 rows, the test set is a fixed sample of 2000 other rows (all rows not used for training when the
@@ -23,12 +24,18 @@ If ``experiments/results/ofa_cpu_measurements.csv`` exists (``arch``, ``latency_
 space config in the ``space`` key of ``ofa_cpu_measurements.json``) it is added as OFA device ``this_cpu``
 (train size 100, test on the other rows), with the test-retest agreement of its two measurements, and with a
 cross-config transfer: the 12 OFA GPU kernel models (ImageNet-size space) calibrated by K shots of this CPU.
+
+``--baseline-checkout DIR`` (a checkout of a commit before the LightGBM ``gbdt``, see ``booster_baseline.py``):
+wherever ``gbdt`` is fitted, the old numpy ``hgbdt`` is fitted on the same rows too, the two alternating which
+goes first; each ``gbdt`` row gets a ``baseline`` entry (the old booster's metrics, ``fit_s``, ``fit_predict_s``)
+and ``booster_comparison`` sums them up per space and training size.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,6 +53,7 @@ from predictors.features import latency_features  # noqa: E402
 from predictors.latency import DEFAULT_MODEL, build_space, make_latency_predictor  # noqa: E402
 from predictors.metrics import latency_metrics  # noqa: E402
 from predictors.transfer import CalibrationPredictor  # noqa: E402
+from results_io import write_results  # noqa: E402
 
 DATA = Path("/work/shared/data/hw-nas-bench-help")
 RESULTS = ROOT / "experiments" / "results"
@@ -109,9 +117,20 @@ def split(n: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
     return perm[:top], perm[top: top + TEST_SIZE], sizes
 
 
-def run_space(entry: dict[str, Any], log: list[str],
-              fitted: dict[str, Any] | None = None) -> tuple[list[dict], list[dict], dict]:
-    """Every model on every column of one space; ``fitted`` collects the default model per device."""
+def fit_timed(predictor: Any, X_train: np.ndarray, y_train: np.ndarray,
+              X_test: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``(test predictions, fit seconds, fit + predict seconds)``."""
+    t = time.perf_counter()
+    predictor.fit(X_train, y_train)
+    fitted = time.perf_counter()
+    pred = predictor.predict(X_test)
+    return pred, fitted - t, time.perf_counter() - t
+
+
+def run_space(entry: dict[str, Any], log: list[str], fitted: dict[str, Any] | None = None,
+              baseline: type | None = None) -> tuple[list[dict], list[dict], dict]:
+    """Every model on every column of one space; ``fitted`` collects the default model per device; ``baseline``
+    (the old numpy hgbdt class) is fitted beside every ``gbdt``."""
     space, archs = entry["space"], entry["archs"]
     train, test, sizes = split(len(archs))
     rows_needed = np.concatenate([train, test])
@@ -124,6 +143,7 @@ def run_space(entry: dict[str, Any], log: list[str],
     ntr = len(train)
     results, test_preds = [], {}
     default = DEFAULT_MODEL[space.name]
+    pairs = 0  # gbdt/baseline pairs so far: which of the two goes first alternates
     for device, y_all in entry["columns"].items():
         y = y_all[rows_needed]
         ok = np.isfinite(y) & (y > 0)
@@ -132,12 +152,19 @@ def run_space(entry: dict[str, Any], log: list[str],
             tr = np.flatnonzero(ok[:size])
             for model in MODELS:
                 predictor, kind = make_latency_predictor(model, seed=SEED)
-                t = time.perf_counter()
-                predictor.fit(features[kind][tr], y[tr])
-                pred = predictor.predict(features[kind][te])
-                seconds = time.perf_counter() - t
+                old_first = baseline is not None and model == "gbdt" and pairs % 2 == 0
+                if old_first:
+                    old = fit_timed(baseline(seed=SEED), features[kind][tr], y[tr], features[kind][te])
+                pred, fit_s, seconds = fit_timed(predictor, features[kind][tr], y[tr], features[kind][te])
                 results.append({"space": entry["name"], "device": device, "model": model, "train_size": size,
                                 "fit_predict_s": round(seconds, 2), **_metrics(y[te], pred)})
+                if baseline is not None and model == "gbdt":
+                    if not old_first:
+                        old = fit_timed(baseline(seed=SEED), features[kind][tr], y[tr], features[kind][te])
+                    pairs += 1
+                    results[-1]["fit_s"] = round(fit_s, 3)
+                    results[-1]["baseline"] = {"model": "hgbdt (numpy)", "fit_s": round(old[1], 3),
+                                               "fit_predict_s": round(old[2], 2), **_metrics(y[te], old[0])}
                 if model == default and size == max(sizes):
                     if fitted is not None:
                         fitted[device] = (predictor, kind)
@@ -228,6 +255,40 @@ def noise_ceiling(archs: list, y: np.ndarray) -> dict[str, Any]:
     return {"n_cells": len(truth), "within_10pct": m["within_10pct"], "spearman": m["spearman"], "mape": m["mape"]}
 
 
+def booster_comparison(results: list[dict]) -> list[dict]:
+    """Per space and training size, over the device columns: mean quality and summed seconds, new vs old."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in results:
+        if "baseline" in r:
+            groups.setdefault((r["space"], r["train_size"]), []).append(r)
+    out = []
+    for (space, size), rows in groups.items():
+        entry: dict[str, Any] = {"space": space, "train_size": size, "columns": len(rows)}
+        for side, pick in (("gbdt", lambda r: r), ("baseline", lambda r: r["baseline"])):
+            vals = [pick(r) for r in rows]
+            for key in ("spearman", "within_10pct", "mape"):
+                finite = [v[key] for v in vals if v[key] is not None and np.isfinite(v[key])]
+                entry[f"{side}_{key}"] = float(np.mean(finite)) if finite else None
+            entry[f"{side}_fit_s"] = round(float(sum(v["fit_s"] for v in vals)), 2)
+            entry[f"{side}_fit_predict_s"] = round(float(sum(v["fit_predict_s"] for v in vals)), 2)
+        entry["spearman_wins"] = sum(r["spearman"] >= r["baseline"]["spearman"] for r in rows)
+        entry["fit_speedup"] = round(entry["baseline_fit_s"] / max(entry["gbdt_fit_s"], 1e-9), 1)
+        out.append(entry)
+    return out
+
+
+def print_comparison(rows: list[dict]) -> None:
+    print("\ngbdt (LightGBM) vs hgbdt (numpy, the old booster), same rows, alternating; means over columns, "
+          "seconds summed")
+    print(f"{'space':14s} {'n':>5s} {'cols':>4s} {'sp new':>7s} {'sp old':>7s} {'w10 new':>7s} {'w10 old':>7s} "
+          f"{'mape new':>8s} {'mape old':>8s} {'fit new':>8s} {'fit old':>8s} {'x':>5s}")
+    for r in rows:
+        print(f"{r['space']:14s} {r['train_size']:5d} {r['columns']:4d} {r['gbdt_spearman']:7.4f} "
+              f"{r['baseline_spearman']:7.4f} {100 * r['gbdt_within_10pct']:7.1f} {100 * r['baseline_within_10pct']:7.1f} "
+              f"{r['gbdt_mape']:8.2f} {r['baseline_mape']:8.2f} {r['gbdt_fit_s']:8.2f} {r['baseline_fit_s']:8.2f} "
+              f"{r['fit_speedup']:5.1f}")
+
+
 def print_tables(results: list[dict], transfer: list[dict], extras: dict[str, Any]) -> None:
     print(f"{'space':14s} {'device':14s} {'model':7s} {'n':>5s} {'spearman':>9s} {'w10%':>7s} {'mape%':>8s} {'s':>6s}")
     for r in results:
@@ -267,7 +328,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 device columns per space")
     parser.add_argument("--out", default=str(RESULTS / "latency_predictors.json"))
+    parser.add_argument("--baseline-checkout", metavar="DIR",
+                        help="a checkout of a commit with the old numpy hgbdt: fit it beside every gbdt and compare")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
+    baseline, provenance = None, None
+    if args.baseline_checkout:
+        from booster_baseline import load_old_booster
+
+        baseline, provenance = load_old_booster(args.baseline_checkout, "hgbdt")
+    # The first LightGBM fit of a process pays its import and library start (about a second here): not fit time.
+    make_latency_predictor("gbdt")[0].fit(np.arange(40.0).reshape(20, 2), np.arange(1.0, 21.0))
     start = time.perf_counter()
     log: list[str] = []
     results, transfer, extras = [], [], {}
@@ -275,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     for entry in load_spaces(args.quick):
         if "retest" in entry:
             entry["gpu_sources"] = gpu_models
-        r, t, e = run_space(entry, log, gpu_models if entry["name"] == "ofa" else None)
+        r, t, e = run_space(entry, log, gpu_models if entry["name"] == "ofa" else None, baseline)
         results += r
         transfer += t
         extras[entry["name"]] = e
@@ -283,13 +354,18 @@ def main(argv: list[str] | None = None) -> int:
         print(log[-1], file=sys.stderr, flush=True)
     wall = time.perf_counter() - start
     print_tables(results, transfer, extras)
+    comparison = booster_comparison(results)
+    if comparison:
+        print_comparison(comparison)
     print(f"\nwall time {wall:.0f} s", file=sys.stderr)
     out = {"protocol": {"seed": SEED, "train_sizes": list(TRAIN_SIZES), "test_size": TEST_SIZE, "shots": list(SHOTS),
                         "shot_draws": SHOT_DRAWS, "models": list(MODELS), "default_model": DEFAULT_MODEL,
                         "quick": args.quick, "wall_time_s": round(wall, 1), "log": log},
            "results": results, "transfer": transfer, "extras": extras}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(_finite(out), indent=1, allow_nan=False) + "\n")
+    if provenance is not None:
+        out["booster_comparison"] = {"baseline": provenance, "order": "alternating: old first on every other fit",
+                                     "rows": comparison}
+    write_results(Path(args.out), _finite(out), load_before=load_before)
     return 0
 
 

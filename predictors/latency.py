@@ -43,8 +43,9 @@ MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
     "lut": ("lut", {}, "onehot"),
     "kernel": ("kernel", {}, "kernel"),
     # Deeper trees and more of them than the accuracy default: latency tables have hundreds to thousands of rows.
-    "gbdt": ("gbdt", {"n_trees": 400, "max_depth": 4, "min_samples_leaf": 5, "max_bins": 32, "l2": 1.0,
-                      "log_target": True}, "encoding"),
+    # LightGBM's 255 bins (not hgbdt's 32): on FBNet rows outside the benchmark's, MAPE 5.30 vs 5.57 % at 100 rows.
+    "gbdt": ("gbdt", {"n_trees": 400, "max_depth": 4, "min_samples_leaf": 5, "l2": 1.0, "log_target": True},
+             "encoding"),
     "ridge": ("ridge", {"log_target": True}, "encoding"),
     "mlp": ("mlp", {"log_target": True, "hidden_sizes": [128, 128], "epochs": 300}, "encoding"),
     "flops": ("flops", {}, "flops"),
