@@ -370,7 +370,7 @@ def latency_transfer(res: Results) -> str:
 def _baseline_note(c: Node) -> str:
     b = c["baseline"]
     commit = f" at commit {b['commit'][:7]}" if b.get("commit") else ""
-    return f"the numpy `{b['booster']}` it replaced (`{b['file']}`{commit}), fitted on the same rows ({c['order']})"
+    return f"the booster it replaced, `{b['booster']}` (`{b['file']}`{commit}), fitted on the same rows ({c['order']})"
 
 
 @renderer(pending_on="latency_predictors.json", pending_key="booster_comparison")
