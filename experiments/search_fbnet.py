@@ -1,21 +1,27 @@
-"""Search strategies scored exactly on the FBNet space: the most compute a Raspberry Pi 4 latency budget buys.
+"""Every strategy at its CLI defaults, scored exactly on the FBNet space: the most compute a latency budget buys,
+for every shipped latency column.
 
-    python experiments/search_fbnet.py [--seeds 20] [--budgets 150,500] [--strategies a,b,...] [--jobs 2]
-                                      [--device raspi4] [--budget-quantile 0.5]
+    python experiments/search_fbnet.py [--seeds 10] [--seeds-other 3] [--budgets 100,150,300,1000]
+        [--devices all] [--full-device raspi4] [--slow-cap 300] [--strategies a,b,...] [--jobs 1]
+        [--budget-quantile 0.5]
 
 The FBNet space has no accuracy table, but its latency is known exactly for every one of its 9^22 networks:
 HW-NAS-Bench's FBNet latencies are sums of per-layer measurements, so the per-(layer, block) lookup table
-fitted on the 5,000 shipped networks (``lut`` predictor) reproduces them (its error is printed). The problem:
-
-- ``constrained``: maximise the network's MACs (the compute it can spend on accuracy) with Pi 4 latency
-  under a budget (by default the median latency of the shipped networks). FLOPs are not latency: blocks
-  differ in MACs per millisecond on the device, so the search has to find which compute is cheap there.
+fitted on the 5,000 shipped networks (``lut`` predictor) reproduces them (its error is printed). The problem,
+per latency column (``constrained:DEVICE``): maximise the network's MACs (the compute it can spend on
+accuracy) with DEVICE latency under a budget (by default the median latency of the shipped networks). FLOPs
+are not latency: blocks differ in MACs per millisecond on each device, so the search has to find which
+compute is cheap there.
 
 MACs and latency are both sums over layers, so the exact optimum is a multiple-choice knapsack, solved by
-dynamic programming over latency in steps of 0.2 microseconds (each block's latency rounded *up*, so the DP's
-answer is feasible; rounding down bounds how much better the true optimum can be). Every strategy runs
-``--seeds`` seeds through the same ask/tell interface the CLI uses; the score is the best feasible MACs found
-as a fraction of the optimum. Prints a table and writes ``experiments/results/search_fbnet.json``.
+dynamic programming over latency in steps of 1/200,000 of the budget (each block's latency rounded *up*, so the
+DP's answer is feasible; rounding down bounds how much better the true optimum can be). Strategies are built
+as the CLI builds them (``experiments/strategy_bench.py``): ``auto`` and every registered strategy, each
+budget its own run. The score is the best feasible MACs found as a fraction of the optimum. ``--seeds`` seeds
+on ``--full-device``, ``--seeds-other`` on the others; guided, auto and optuna_tpe budgets above
+``--slow-cap`` run on ``--full-device`` only (``capped`` in the JSON). Acceptance: auto's mean >= the best
+other strategy's mean - 0.001 (of the optimum's MACs, the fraction's equivalent of 0.1 pp). Prints tables and
+writes ``experiments/results/search_fbnet.json``.
 """
 
 from __future__ import annotations
@@ -27,27 +33,24 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # o
 
 import argparse
 import functools
-import json
 import math
-import time
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from nas.objectives import Constraints, objectives_for
-from nas.registry import PREDICTORS, STRATEGIES
-from nas.tables import read_frame, shipped_table
+import strategy_bench as bench
+from nas.objectives import Constraints
+from nas.registry import PREDICTORS
+from nas.tables import TABLE_DEVICES, read_frame, shipped_table
 from predictors.features import latency_features
 from predictors.metrics import regression_metrics
+from results_io import write_results
 from search_spaces.fbnet import LABELS, OPS, FBNetSpace
 from search_spaces.kernels import flops
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_STRATEGIES = ("random", "regularized_evolution", "evolution", "reinforce", "optuna_tpe", "optuna_nsga2", "guided")
-STRATEGY_KWARGS = {"evolution": {"population_size": 20}}
-STEP_MS = 0.0002
+SLOW = ("auto", "guided", "optuna_tpe")
+TOLERANCE = 0.001  # of the optimum's MACs: a fraction's equivalent of 0.1 percentage points
+#: DP resolution: the budget in this many latency steps (0.17 us at the Pi 4's 33.6 ms budget)
+STEPS_PER_BUDGET = 200_000
 
 
 @functools.lru_cache(maxsize=None)
@@ -84,8 +87,9 @@ def knapsack(p: dict, *, round_up: bool) -> tuple[float, list[str]]:
     slack = p["budget_ms"] - p["bias"] - floor.sum()
     if slack < 0:
         raise ValueError("the budget is below the fastest network")
-    steps = int(math.floor(slack / STEP_MS))
-    extra = (lat - floor[:, None]) / STEP_MS
+    step_ms = p["budget_ms"] / STEPS_PER_BUDGET
+    steps = int(math.floor(slack / step_ms))
+    extra = (lat - floor[:, None]) / step_ms
     cost = np.ceil(extra - 1e-9).astype(int) if round_up else np.floor(extra + 1e-9).astype(int)
     best = np.full(steps + 1, -np.inf)
     best[0] = p["macs0"]
@@ -112,78 +116,117 @@ def knapsack(p: dict, *, round_up: bool) -> tuple[float, list[str]]:
     return float(best.max()), list(reversed(ops))
 
 
-def run_one(args: tuple) -> dict:
-    name, seed, budget, device, quantile = args
+@functools.lru_cache(maxsize=None)
+def truth(device: str, quantile: float) -> dict:
     p = problem(device, quantile)
-    space = FBNetSpace()
-    strategy = STRATEGIES.get(name)(space=space, objectives=objectives_for("accuracy"),
-                                    constraints=Constraints(latency_ms=p["budget_ms"]), seed=seed,
-                                    **STRATEGY_KWARGS.get(name, {}))
-    trace, started = [], time.time()
-    for _ in range(budget):
-        arch = strategy.ask()
-        mmacs, latency = evaluate(arch, p)
-        # The strategies maximise the metric named "accuracy": here it carries the MACs (in millions).
-        strategy.tell(arch, {"accuracy": mmacs, "latency_ms": latency})
-        trace.append((mmacs, latency))
-    return {"strategy": name, "seed": seed, "trace": trace, "seconds": time.time() - started}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--budgets", default="150,500")
-    parser.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--device", default="raspi4")
-    parser.add_argument("--budget-quantile", type=float, default=0.5)
-    parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "search_fbnet.json"))
-    args = parser.parse_args()
-    budgets = [int(b) for b in args.budgets.split(",")]
-    strategies = args.strategies.split(",")
-    p = problem(args.device, args.budget_quantile)
     optimum, optimum_ops = knapsack(p, round_up=True)
     bound, _ = knapsack(p, round_up=False)
     check_macs, check_ms = evaluate(dict(zip(LABELS, optimum_ops)), p)
     assert check_ms <= p["budget_ms"] + 1e-9 and abs(check_macs - optimum) < 1e-6
-    print(f"latency table fitted on {p['table_rows']} networks: within 5% {p['fit']['within_5pct']:.4f}, "
-          f"mape {p['fit']['mape']:.4f}%; budget {p['budget_ms']:.2f} ms; optimum {optimum:.2f} MMACs "
-          f"(upper bound {bound:.2f}) at {check_ms:.3f} ms")
+    return {"budget_ms": p["budget_ms"], "optimum_mmacs": optimum, "upper_bound_mmacs": bound,
+            "optimum_arch": " ".join(optimum_ops), "optimum_latency_ms": check_ms, "latency_table_fit": p["fit"]}
 
-    jobs = [(s, seed, max(budgets), args.device, args.budget_quantile) for s in strategies for seed in range(args.seeds)]
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        runs = list(tqdm(pool.map(run_one, jobs), total=len(jobs), desc="strategy x seed runs"))
+
+def run_one(job: tuple) -> dict:
+    setting, seed, run, quantile = job
+    device = setting.partition(":")[2]
+    p = problem(device, quantile)
+    serve = run["serves"][0]
+    strategy = bench.cli_strategy(serve[0], space=FBNetSpace(), objective="accuracy",
+                                  constraints=Constraints(latency_ms=p["budget_ms"]), seed=seed, budget=serve[1])
+    # The strategies maximise the metric named "accuracy": here it carries the MACs (in millions).
+    trace, seconds = bench.ask_tell(strategy, lambda arch: evaluate(arch, p), run["budget"])
+    return {"setting": setting, "seed": seed, "run": run, "trace": trace, "cpu_seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10, help="seeds on --full-device")
+    parser.add_argument("--seeds-other", type=int, default=3, help="seeds on the other latency columns")
+    parser.add_argument("--budgets", default="100,150,300,1000")
+    parser.add_argument("--devices", default="all", help="latency columns, comma-separated, or all")
+    parser.add_argument("--full-device", default="raspi4")
+    parser.add_argument("--slow-cap", type=int, default=300,
+                        help=f"largest budget of {', '.join(SLOW)} on columns other than --full-device")
+    parser.add_argument("--strategies", default=",".join(bench.strategies()))
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--budget-quantile", type=float, default=0.5)
+    parser.add_argument("--out", default="search_fbnet.json")
+    args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    budgets = [int(b) for b in args.budgets.split(",")]
+    names = args.strategies.split(",")
+    devices = list(TABLE_DEVICES) if args.devices == "all" else args.devices.split(",")
+    settings = [f"constrained:{d}" for d in devices]
+    for setting in settings:
+        t = truth(setting.partition(":")[2], args.budget_quantile)
+        print(f"{setting}: latency table within 5% {t['latency_table_fit']['within_5pct']:.4f}, mape "
+              f"{t['latency_table_fit']['mape']:.4f}%; budget {t['budget_ms']:.4g} ms; optimum "
+              f"{t['optimum_mmacs']:.2f} MMACs (upper bound {t['upper_bound_mmacs']:.2f})")
+
+    jobs, resolutions, capped, seeds = [], {}, [], {}
+    for setting in settings:
+        device = setting.partition(":")[2]
+        full = device == args.full_device
+        seeds[setting] = args.seeds if full else args.seeds_other
+        budget_ms = problem(device, args.budget_quantile)["budget_ms"]
+        for seed in range(seeds[setting]):
+            wanted = [(n, b) for n in names for b in budgets if full or n not in SLOW or b <= args.slow_cap]
+            if seed == 0:
+                capped += [{"setting": setting, "strategy": n, "budget": b} for n in names for b in budgets
+                           if (n, b) not in wanted]
+            kwargs = lambda b, seed=seed: {"space": FBNetSpace(), "objective": "accuracy", "seed": seed,
+                                           "constraints": Constraints(latency_ms=budget_ms), "budget": b}
+            unique, res = {}, {}
+            for n in names:
+                runs, rs = bench.plan([n], [b for b in budgets if (n, b) in wanted], kwargs)
+                res.update(rs)
+                for run in runs:  # auto's runs are guided's when it resolves to guided with the same settings
+                    key = (run["strategy"], str(run["settings"]))
+                    if key in unique:
+                        unique[key]["serves"] += run["serves"]
+                        unique[key]["budget"] = max(unique[key]["budget"], run["budget"])
+                    else:
+                        unique[key] = run
+            if seed == 0:
+                resolutions[setting] = {f"{n}@{b}": r for (n, b), r in res.items()}
+            jobs += [(setting, seed, run, args.budget_quantile) for run in unique.values()]
+    print(f"{len(settings)} settings, {len(jobs)} runs, {sum(j[2]['budget'] for j in jobs)} queries")
+    results = bench.execute(jobs, run_one, processes=args.jobs, desc="runs")
 
     rows = []
-    for s in strategies:
-        mine = [r for r in runs if r["strategy"] == s]
-        for b in budgets:
-            scores = []
-            for r in mine:
-                trace = np.array(r["trace"][:b])
-                feasible = trace[:, 1] <= p["budget_ms"]
-                scores.append(trace[feasible, 0].max() / optimum if feasible.any() else float("nan"))
-            scores = np.array(scores)
-            rows.append({"strategy": s, "budget": b, "mean": float(np.nanmean(scores)), "std": float(np.nanstd(scores)),
-                         "within_1pct": float(np.mean(scores >= 0.99)), "seeds": len(scores),
-                         "seconds_per_run": float(np.mean([r["seconds"] for r in mine]))})
-    header = ["strategy"] + [f"MACs / optimum @{b}" for b in budgets]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for s in strategies:
-        cells = [next(f"{r['mean']:.3f} ± {r['std']:.3f} ({100 * r['within_1pct']:.0f}% ≥0.99)"
-                      for r in rows if r["strategy"] == s and r["budget"] == b) for b in budgets]
-        print(f"| {s} | " + " | ".join(cells) + " |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "command": "python experiments/search_fbnet.py " + " ".join(
-            f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "out"),
-        "truth": {"budget_ms": p["budget_ms"], "optimum_mmacs": optimum, "upper_bound_mmacs": bound,
-                  "optimum_arch": " ".join(optimum_ops), "optimum_latency_ms": check_ms,
-                  "latency_table_fit": p["fit"]},
-        "strategy_kwargs": STRATEGY_KWARGS, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {out}")
+    for setting in settings:
+        t = truth(setting.partition(":")[2], args.budget_quantile)
+        for n in names:
+            for b in budgets:
+                mine = [r for r in results if r["setting"] == setting and [n, b] in r["run"]["serves"]]
+                if not mine:
+                    continue
+                scores = []
+                for r in mine:
+                    trace = np.array(r["trace"][:b])
+                    feasible = trace[:, 1] <= t["budget_ms"]
+                    scores.append(trace[feasible, 0].max() / t["optimum_mmacs"] if feasible.any() else float("nan"))
+                scores = np.array(scores)
+                rows.append({"setting": setting, "strategy": n, "budget": b,
+                             "resolved": resolutions[setting][f"{n}@{b}"]["name"],
+                             "mean": float(np.nanmean(scores)), "std": float(np.nanstd(scores)), "seeds": len(scores),
+                             "within_1pct": float(np.mean(scores >= 0.99)), "scores": scores.tolist(),
+                             "cpu_seconds_per_run": float(np.mean([r["cpu_seconds"] for r in mine]))})
+    checks = bench.acceptance(rows, tolerance=TOLERANCE, unit="fraction of the optimum's MACs")
+    bench.print_rows(rows, settings=settings, budgets=budgets, digits=4)
+    bench.print_acceptance(checks)
+    payload = {
+        "truth": {s: truth(s.partition(":")[2], args.budget_quantile) for s in settings},
+        "seeds": seeds, "budgets": budgets, "strategies": names, "capped": capped,
+        "tolerance": {"constrained": {"value": TOLERANCE, "unit": "fraction of the optimum's MACs"}},
+        "resolutions": resolutions, "rows": rows, "acceptance": checks,
+        "exceptions": [c for c in checks if not c["passed"]],
+        "runs": [{"setting": r["setting"], "seed": r["seed"], "strategy": r["run"]["strategy"],
+                  "settings": r["run"]["settings"], "queries": r["run"]["budget"], "serves": r["run"]["serves"],
+                  "cpu_seconds": round(r["cpu_seconds"], 3)} for r in results],
+    }
+    print(f"wrote {write_results(args.out, payload, load_before=load_before)}")
 
 
 if __name__ == "__main__":

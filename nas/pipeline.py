@@ -68,11 +68,19 @@ def make_target(target_cfg: Mapping):
         raise ConfigError(f"bad option for target {target_cfg['name']!r}: {exc}") from None
 
 
-def make_strategy(strategy_cfg: Mapping, *, space: SearchSpace, objective: str, constraints: Constraints, seed: int):
+def make_strategy(strategy_cfg: Mapping, *, space: SearchSpace, objective: str, constraints: Constraints, seed: int,
+                  budget: int | None = None, evaluator: str = "supernet"):
+    """The configured strategy, told the run's budget (``budget.queries``: population-like settings left unset
+    are sized to it); ``strategy=auto`` picks one by ``evaluator`` and budget (:mod:`nas.strategies.auto`)."""
+    from nas.strategies.auto import AUTO
+
     factory = STRATEGIES.get(strategy_cfg["name"])
     kwargs = {k: v for k, v in strategy_cfg.items() if k != "name"}
+    if strategy_cfg["name"] == AUTO:
+        kwargs["evaluator"] = evaluator
     try:
-        return factory(space=space, objectives=objectives_for(objective), constraints=constraints, seed=seed, **kwargs)
+        return factory(space=space, objectives=objectives_for(objective), constraints=constraints, seed=seed,
+                       budget=budget, **kwargs)
     except TypeError as exc:
         raise ConfigError(f"bad option for strategy {strategy_cfg['name']!r}: {exc}") from None
 
@@ -338,7 +346,8 @@ def run_search(cfg: DictConfig, run_dir: Path, *, thread_policy: dict | None = N
         return run_tabular_search(
             cfg, run_dir, space=space, target=make_target(target_cfg), thread_policy=thread_policy,
             strategy_factory=lambda: make_strategy(dict(cfg.strategy), space=space, objective=str(cfg.objective),
-                                                   constraints=constraints, seed=seed))
+                                                   constraints=constraints, seed=seed,
+                                                   budget=int(cfg.budget.queries), evaluator="tabular"))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     timings: dict[str, float] = {}
@@ -349,7 +358,8 @@ def run_search(cfg: DictConfig, run_dir: Path, *, thread_policy: dict | None = N
     space = make_space(space_cfg, num_classes=data.num_classes, in_channels=data.in_channels)
     given_arch = parse_arch_option(cfg.arch, space) if cfg.arch is not None else None
     strategy = None if given_arch else make_strategy(dict(cfg.strategy), space=space, objective=str(cfg.objective),
-                                                     constraints=constraints, seed=seed)
+                                                     constraints=constraints, seed=seed,
+                                                     budget=int(cfg.budget.queries), evaluator=evaluator_name)
     target = make_target(target_cfg)
     attach_store(target, cfg)
     if not isinstance(space, WeightSharingSpace):
@@ -433,6 +443,7 @@ def run_search(cfg: DictConfig, run_dir: Path, *, thread_policy: dict | None = N
         "space": space.name,
         "target": target.name,
         "strategy": strategy.name if strategy else None,
+        "strategy_resolved": strategy.resolution() if strategy else None,  # requested, chosen, why, settings
         "seed": seed,
         "objective": str(cfg.objective),
         "constraint": constraints.to_dict(),

@@ -20,7 +20,8 @@ T = TypeVar("T")
 _BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
     "space": ("search_spaces.ofa", "search_spaces.nb201", "search_spaces.fbnet"),
     "strategy": ("nas.strategies.evolution", "nas.strategies.random_search", "nas.strategies.regularized_evolution",
-                 "nas.strategies.guided", "nas.strategies.reinforce", "nas.strategies.optuna_samplers"),
+                 "nas.strategies.guided", "nas.strategies.reinforce", "nas.strategies.optuna_samplers",
+                 "nas.strategies.auto"),
     "predictor": ("predictors.ridge", "predictors.mlp", "predictors.gbdt", "predictors.lut",
                   "predictors.kernels", "predictors.baselines", "predictors.transfer"),
     "target": ("nas.hardware.targets", "nas.hardware.arm_cpu", "nas.hardware.gpu"),

@@ -116,6 +116,7 @@ def run_tabular_search(cfg: DictConfig, run_dir: Path, *, space: SearchSpace, ta
         "space": space.name,
         "target": target.name,
         "strategy": strategy.name,
+        "strategy_resolved": strategy.resolution(),  # requested, chosen, why, budget-sized settings
         "seed": int(cfg.seed),
         "objective": str(cfg.objective),
         "constraint": constraints.to_dict(),

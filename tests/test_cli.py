@@ -20,7 +20,7 @@ def compose_cfg(*overrides):
 
 def test_compose_ofa_cpu_resolves_registry_names():
     cfg = compose_cfg("+space=ofa", "+target=cpu")
-    assert cfg.space.name == "ofa" and cfg.target.name == "cpu" and cfg.strategy.name == "evolution"
+    assert cfg.space.name == "ofa" and cfg.target.name == "cpu" and cfg.strategy.name == "auto"
     # Config group option names are registry names.
     assert cfg.space.name in SPACES and cfg.target.name in TARGETS and cfg.strategy.name in STRATEGIES
     assert cfg.data.name == "mnist5k"

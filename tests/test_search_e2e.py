@@ -19,7 +19,7 @@ TINY = [
     # 10 accuracy samples (7 to fit): boosted trees (the default for 60) give near-constant predictions on so
     # few, so the tiny run uses ridge; the default predictor is covered by the default-command test.
     "accuracy.samples=10", "accuracy.predictor=ridge", "accuracy.calib_images=64", "latency.samples=8",
-    "budget.queries=300", "strategy.population_size=30", "final.measure_front=4",
+    "budget.queries=300", "+strategy.population_size=30", "final.measure_front=4",
     "target.warmup=2", "target.min_repeats=5", "target.max_seconds=0.2", "progress=false",
 ]
 

@@ -53,6 +53,20 @@ def test_resume_from_state_dict_equals_uninterrupted(name):
 
 
 @pytest.mark.parametrize("name", list_strategies())
+@pytest.mark.parametrize("budget", [40, 1000])
+def test_contract_holds_when_told_the_budget(name, budget):
+    """Sized to a budget (smaller or larger than the run), a strategy is still seeded, valid and resumable."""
+    a = [t.arch_id for t in run(make(name, seed=3, budget=budget), 50)]
+    assert a == [t.arch_id for t in run(make(name, seed=3, budget=budget), 50)]
+    first = make(name, seed=3, budget=budget)
+    part = [t.arch_id for t in run(first, 21)]
+    resumed = make(name, seed=8, budget=budget)
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    assert part + [t.arch_id for t in run(resumed, 29)] == a
+    assert all(ToySpace().validate(t.arch) == t.arch for t in run(make(name, budget=budget), 20))
+
+
+@pytest.mark.parametrize("name", list_strategies())
 def test_tell_rejects_missing_objective(name):
     strategy = make(name)
     arch = strategy.ask()

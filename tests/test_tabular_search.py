@@ -38,7 +38,9 @@ def test_every_strategy_runs_a_tabular_search(strategy, tmp_path):
     results = search(tmp_path, "+target=raspi4", f"strategy={strategy}", "budget.queries=40", "seed=0")
     space = NB201Space()
     history = results["history"]
-    assert results["strategy"] == strategy and results["target"] == "raspi4" and len(history) == 40
+    resolved = results["strategy_resolved"]
+    assert resolved["requested"] == strategy and results["strategy"] == resolved["name"] != "auto"
+    assert results["target"] == "raspi4" and len(history) == 40
     assert results["best_accuracy"] == max(h["accuracy"] for h in history)
     for h in history:
         assert space.to_public(space.from_public(h["arch_str"])) == h["arch_str"]

@@ -36,15 +36,19 @@ class EvolutionStrategy(Strategy):
     def __init__(
         self,
         *,
-        population_size: int = 100,
+        population_size: int | None = None,
         crossover_prob: float = 0.5,
         mutation_rate: float | None = None,
         tournament_size: int = 2,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if population_size < 2:
+        if population_size is not None and population_size < 2:
             raise ConfigError(f"strategy.population_size must be at least 2, got {population_size}")
+        # Unset: a tenth of the budget (10 to 100), so a short search still gets about ten generations; a fixed
+        # 100 was most of a 150-query budget and searched no better than random (issue 8).
+        population_size = self.sized_to_budget("population_size", population_size, share=0.1, low=10, high=100,
+                                               fallback=100)
         if not 0.0 <= crossover_prob <= 1.0:
             raise ConfigError(f"strategy.crossover_prob must be in [0, 1], got {crossover_prob}")
         if mutation_rate is not None and not 0.0 < mutation_rate <= 1.0:

@@ -92,17 +92,22 @@ class OptunaTPE(OptunaStrategy):
 
     name = "optuna_tpe"
 
-    def __init__(self, *, n_startup_trials: int = 10, **kwargs) -> None:
-        if not isinstance(n_startup_trials, int) or n_startup_trials < 1:
+    def __init__(self, *, n_startup_trials: int | None = None, **kwargs) -> None:
+        if n_startup_trials is not None and (not isinstance(n_startup_trials, int) or n_startup_trials < 1):
             raise ConfigError(f"strategy.n_startup_trials must be a positive integer, got {n_startup_trials!r}")
-        self.n_startup_trials = n_startup_trials
+        self._startup = n_startup_trials
         super().__init__(**kwargs)
 
     def make_sampler(self, constraints_func):
         import optuna
 
+        # Unset: a tenth of the budget (10 to 100) of random trials before TPE models the rest (Optuna's fixed 10
+        # is this rule at 100 queries). Sized here, where the base constructor has set the budget.
+        self.n_startup_trials = self.sized_to_budget("n_startup_trials", self._startup, share=0.1, low=10,
+                                                     high=100, fallback=10)
         return optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=self.n_startup_trials, multivariate=True,
                                           constraints_func=constraints_func)
+
 
 
 @register_strategy("optuna_nsga2")
@@ -111,14 +116,18 @@ class OptunaNSGA2(OptunaStrategy):
 
     name = "optuna_nsga2"
 
-    def __init__(self, *, population_size: int = 20, **kwargs) -> None:
-        if not isinstance(population_size, int) or population_size < 2:
+    def __init__(self, *, population_size: int | None = None, **kwargs) -> None:
+        if population_size is not None and (not isinstance(population_size, int) or population_size < 2):
             raise ConfigError(f"strategy.population_size must be an integer >= 2, got {population_size!r}")
-        self.population_size = population_size
+        self._population = population_size
         super().__init__(**kwargs)
 
     def make_sampler(self, constraints_func):
         import optuna
+
+        # Unset: a tenth of the budget (10 to 100), about ten generations, as for the evolution strategy.
+        self.population_size = self.sized_to_budget("population_size", self._population, share=0.1, low=10,
+                                                    high=100, fallback=20)
 
         return optuna.samplers.NSGAIISampler(seed=self.seed, population_size=self.population_size,
                                              constraints_func=constraints_func)

@@ -21,11 +21,21 @@ from nas.strategies.base import Strategy, draw_unseen, preference_order
 class RegularizedEvolution(Strategy):
     name = "regularized_evolution"
 
-    def __init__(self, *, population_size: int = 20, sample_size: int = 5, mutation_rate: float | None = None,
-                 **kwargs) -> None:
+    def __init__(self, *, population_size: int | None = None, sample_size: int | None = None,
+                 mutation_rate: float | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        if population_size < 2:
+        if population_size is not None and population_size < 2:
             raise ConfigError(f"strategy.population_size must be at least 2, got {population_size}")
+        # Unset: a tenth of the budget (10 to 100) and a quarter of that as the tournament (Real et al. ran 100
+        # and 25 for 20,000 queries; the fixed 20 and 5 were this rule at 200 queries).
+        population_size = self.sized_to_budget("population_size", population_size, share=0.1, low=10, high=100,
+                                               fallback=20)
+        if sample_size is None:
+            sample_size = max(2, population_size // 4)
+            self.record_setting("sample_size", sample_size, source=self.settings()["population_size"]["source"],
+                                rule=f"a quarter of population_size={population_size}, at least 2")
+        else:
+            self.record_setting("sample_size", sample_size, source="given", rule=f"strategy.sample_size={sample_size} was set")
         if not 1 <= sample_size <= population_size:
             raise ConfigError(f"strategy.sample_size must be in [1, population_size={population_size}], got {sample_size}")
         if mutation_rate is not None and not 0.0 < mutation_rate <= 1.0:
