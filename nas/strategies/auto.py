@@ -10,12 +10,16 @@ The rule, from ``experiments/search_nb201.py`` and ``experiments/search_fbnet.py
 column, budgets 100 to 1,000, every strategy at its CLI defaults) and the per-query costs measured there:
 
 - each query is a real evaluation (``evaluator=tabular``: a table row stands for a trained network, and a
-  measuring target times every arch): ``guided`` up to :data:`GUIDED_MAX_QUERIES` queries. It was the best
-  or within noise of the best on every setting measured at 150 queries; the evolutionary strategies need
-  several generations before they select well. Its model fits cost ~25-90 ms per ask at 1,000 queries
-  (1,000 NB201 queries: 24-88 s, against 0.1-0.4 s for evolution and regularized evolution) and grow with
-  the history, so beyond a few thousand queries ``evolution`` with a population sized to the budget is
-  chosen instead;
+  measuring target times every arch): ``guided`` up to :data:`GUIDED_MAX_QUERIES` queries. In the pilot of
+  those benchmarks (NB201 on the raspi4 and pixel3 columns, 2 seeds; FBNet on raspi4 and eyeriss, 1 seed;
+  100 and 150 queries) it had the best mean in 12 of 14 setting x budget cells, by 1-8 % of the optimum's
+  MACs on FBNet where the evolutionary strategies had not yet had the generations to select well; the two
+  others were within 0.18 pp (constrained, TPE) and 0.003 of the hypervolume (Pareto @100, evolution). At
+  1,000 NB201 queries (one seed) it reached the optimum (94.37) and 0.987 of the exact front's hypervolume
+  (Optuna NSGA-II 0.985, evolution 0.972). Its model fits cost 25-90 ms per ask at 1,000 queries (1,000
+  NB201 queries: 24-88 s, against 0.1-0.4 s for evolution and regularized evolution, on a loaded machine)
+  and grow with the history, so beyond a few thousand queries ``evolution`` with a population sized to the
+  budget is chosen instead;
 - queries scored by predictors (``evaluator=supernet``: microseconds each, 3,000 by default): ``evolution``
   with a budget-sized population. There a query costs far less than guided's per-ask model fit, so at equal
   time evolution scores thousands of times more archs; what limits quality is the predictors, not the
