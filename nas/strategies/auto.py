@@ -12,7 +12,7 @@ column, budgets 100 to 1,000, every strategy at its CLI defaults) and the per-qu
 - each query is a real evaluation (``evaluator=tabular``: a table row stands for a trained network, and a
   measuring target times every arch): ``guided`` up to :data:`GUIDED_MAX_QUERIES` queries. In the pilot of
   those benchmarks (NB201 on the raspi4 and pixel3 columns, 2 seeds; FBNet on raspi4 and eyeriss, 1 seed;
-  100 and 150 queries) it had the best mean in 12 of 14 setting x budget cells, by 1-8 % of the optimum's
+  100 and 150 queries) it had the best mean in 12 of 14 setting x budget cells, by 4-7 % of the optimum's
   MACs on FBNet where the evolutionary strategies had not yet had the generations to select well; the two
   others were within 0.18 pp (constrained, TPE) and 0.003 of the hypervolume (Pareto @100, evolution). At
   1,000 NB201 queries (one seed) it reached the optimum (94.37) and 0.987 of the exact front's hypervolume
