@@ -116,7 +116,7 @@ class EvolutionStrategy(Strategy):
         values = np.empty((n, len(self._metric_names)))
         for c, name in enumerate(self._metric_names):
             values[:, c] = np.asarray(metrics[name], dtype=np.float64) if name in metrics else np.nan
-        self._add_offspring(np.asarray(codes, dtype=np.intp), values)
+        self._add_offspring(np.array(codes, dtype=np.intp, copy=True), values)  # kept: not the caller's array
 
     def _add_offspring(self, codes: np.ndarray, values: np.ndarray) -> None:
         # A generation closes after exactly population_size results, however they are told (one by one or in
