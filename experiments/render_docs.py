@@ -396,13 +396,24 @@ def accuracy_booster_comparison(res: Results) -> str:
     """Accuracy on OFA subnets: new gbdt vs the old booster per training size (mean over splits)."""
     d = res.load("ofa_accuracy_predictor.json")
     c = d["booster_comparison"]
+    spread = all("seed_spread" in r for r in c["rows"])  # present when run with --booster-seeds
+
+    def seeds(r: Node) -> list[str]:
+        if not spread:
+            return []
+        sp = r["seed_spread"]
+        return [f"{sp['gbdt_spearman_mean']:.3f} ± {sp['gbdt_spearman_std']:.3f} / "
+                f"{sp['baseline_spearman_mean']:.3f} ± {sp['baseline_spearman_std']:.3f} ({sp['seeds']} seeds)"]
+
     rows = [[str(r["train"]), f"{r['gbdt_spearman']:.3f} ± {r['gbdt_spearman_std']:.3f}",
              f"{r['baseline_spearman']:.3f} ± {r['baseline_spearman_std']:.3f}",
              f"{r['gbdt_kendall']:.3f} / {r['baseline_kendall']:.3f}",
-             f"{r['gbdt_fit_s']:.4f} / {r['baseline_fit_s']:.4f}"] for r in c["rows"]]
-    text = f"LightGBM `gbdt` against {_baseline_note(c)}:\n\n"
+             f"{r['gbdt_fit_s']:.4f} / {r['baseline_fit_s']:.4f}"] + seeds(r) for r in c["rows"]]
+    text = (f"LightGBM `gbdt` against {_baseline_note(c)}; Spearman mean ± std over the splits"
+            + (", and its mean ± std over the boosters' own seeds" if spread else "") + ":\n\n")
     body = table(["training subnets", "Spearman, new", "Spearman, old", "Kendall (new / old)",
-                  "fit s, mean (new / old)"], rows)
+                  "fit s, mean (new / old)"] + (["Spearman over booster seeds (new / old)"] if spread else []),
+                 rows)
     return text + body + "\n" + footer(res.source("ofa_accuracy_predictor.json"))
 
 
