@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,7 +71,8 @@ def stop_busy(procs: list[subprocess.Popen]) -> None:
             proc.wait()
 
 
-def run_once(policy: str, busy: int, *, overrides: list[str], old_threads: int, tmp: Path, timeout: float) -> dict:
+def run_once(policy: str, busy: int, *, overrides: list[str], old_threads: int, tmp: Path, timeout: float,
+             keep: Path | None = None) -> dict:
     run_dir, cache = tmp / f"{policy}-{busy}" / "run", tmp / f"{policy}-{busy}" / "cache"
     env = {**_clean_env(), "HWNAS_CACHE": str(cache)}
     args = [*COMMAND[2:], *overrides, f"hydra.run.dir={run_dir}"]
@@ -92,6 +94,8 @@ def run_once(policy: str, busy: int, *, overrides: list[str], old_threads: int, 
     if proc.returncode != 0:
         raise SystemExit(f"{policy} run with {busy} busy processes failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     results = json.loads((run_dir / "results.json").read_text())
+    if keep is not None:  # results.json, pareto.png, the model: to look at the fronts afterwards
+        shutil.copytree(run_dir, keep / f"{policy}-{busy}", dirs_exist_ok=True)
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     return {
         "policy": policy,
@@ -113,6 +117,7 @@ def main() -> None:
     parser.add_argument("--busy", type=int, default=2, help="CPU-bound processes beside the loaded runs")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per run (the busy loops end by then)")
     parser.add_argument("--out", default="shared_machine.json", help="file under experiments/results/")
+    parser.add_argument("--keep", type=Path, default=None, help="copy each run directory here (default: not kept)")
     parser.add_argument("--overrides", nargs="*", default=[],
                         help="extra Hydra overrides for every run, e.g. accuracy.samples=10 (default: none)")
     args = parser.parse_args()
@@ -130,7 +135,7 @@ def main() -> None:
             for busy in (0, args.busy):
                 print(f"running: policy={policy}, {busy} busy processes ...", flush=True)
                 runs.append(run_once(policy, busy, overrides=args.overrides, old_threads=old_threads,
-                                     tmp=Path(tmp), timeout=args.timeout))
+                                     tmp=Path(tmp), timeout=args.timeout, keep=args.keep))
     ratios = {}
     for policy in policies:
         alone, loaded = (next(r for r in runs if r["policy"] == policy and r["busy_processes"] == b)

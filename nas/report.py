@@ -94,7 +94,8 @@ def plot_pareto(
                           c="#e67e22", edgecolors="black", label=label, zorder=5)
         x, y = (float(v) for v in star.get_offsets()[0])
         ax.annotate(f"{label}\n{x:.3g} ms, {y:.2f}" + (" %" if accuracy_scale == 100.0 else ""), (x, y),
-                    xytext=(12, -28), textcoords="offset points", fontsize=8,
+                    xytext=(12, -28), textcoords="offset points", fontsize=8, zorder=6,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
                     arrowprops={"arrowstyle": "-", "color": "#7f8c8d", "lw": 0.8})
         on_front = any(math.isclose(x, p["latency_ms"], rel_tol=1e-9)
                        and math.isclose(y, accuracy_scale * p["accuracy"], rel_tol=1e-9) for p in pareto)

@@ -10,6 +10,7 @@ import onnx
 import pytest
 
 from nas.hardware.arm_cpu import is_arm_machine
+from nas.report import summarize
 from tests.test_device_agent import start_agent
 
 TINY = [
@@ -41,9 +42,23 @@ def search(run_dir: Path, cache: Path, *overrides: str, target: str = "cpu") -> 
 def test_tiny_search_writes_sane_results(tmp_path, cache):
     run_dir = tmp_path / "run"
     proc = search(run_dir, cache)
-    last = proc.stdout.strip().splitlines()[-1]
-    assert last == f"results: {run_dir / 'results.json'}"
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == f"results: {run_dir / 'results.json'}"
     results = json.loads((run_dir / "results.json").read_text())
+    # the console summary before it: the chosen network, accuracy on val and test, latency with its source
+    # and spread, the rule that chose it (knee: no budget) and the files written
+    summary = summarize(results)
+    assert "\n".join(lines[-1 - len(summary.splitlines()):-1]) == summary
+    assert json.dumps(results["best"]["public"], separators=(",", ":")) in summary
+    assert "on val" in summary and "on test" in summary and "measured on cpu" in summary and "95 % CI" in summary
+    assert results["best"]["choice_rule"] == "knee" and results["best"]["choice_reason"] in summary
+    assert "models/best.onnx" in summary and all((run_dir / f).is_file() for f in results["files"])
+    # the star is drawn at the chosen point, which lies on the plotted front unless an unmeasured (predicted)
+    # point dominates it there
+    chosen = results["plot"]["chosen"]
+    assert "knee" in chosen["label"] and chosen["latency_ms"] == pytest.approx(results["best"]["latency_ms"])
+    assert chosen["on_front"] == (results["best"]["arch_id"] in {p["arch_id"] for p in results["pareto"]})
+    assert results["threads"]["applied_by"] == "nas.search" and results["threads"]["omp_wait_policy_in_effect"]
 
     assert results["space"] == "ofa" and results["target"] == "cpu" and results["strategy"] == "evolution"
     assert results["seed"] == 0
