@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_io import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -50,6 +52,7 @@ def run_once(run_dir: Path, cache: Path, overrides: list[str], target: str) -> d
         "latency_predictor_spearman": results["predictors"]["latency"]["holdout"].get("spearman"),
         "latency_predictor_mape": results["predictors"]["latency"]["holdout"].get("mape"),
         "best_public": best["public"],
+        "choice_rule": best.get("choice_rule"),
         "device": results["device"]["device"],
     }
 
@@ -64,6 +67,7 @@ def main() -> None:
     if args.out is None:
         name = "main_command.json" if args.target == "cpu" else f"main_command_{args.target}.json"
         args.out = ROOT / "experiments" / "results" / name
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="hwnas-timing-") as tmp:
         cache, runs = Path(tmp) / "cache", {}
         for name in ("cold", "cached"):
@@ -75,9 +79,8 @@ def main() -> None:
               f"{r['best_val_accuracy']:>7.4f} {r['best_test_accuracy_onnx']:>8.4f} {r['best_predicted_latency_ms']:>8.3f} "
               f"{_fmt(r['best_measured_latency_ms'], 8)} {r['onnx_max_abs_diff']:>9.1e} "
               f"{_fmt(r['accuracy_predictor_spearman'])} {_fmt(r['latency_predictor_spearman'])}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": f"python -m nas.search +space=ofa +target={args.target} " + " ".join(args.overrides),
-                                    "runs": runs}, indent=2) + "\n")
+    write_results(args.out, {"command": f"python -m nas.search +space=ofa +target={args.target} "
+                                        + " ".join(args.overrides), "runs": runs}, load_before=load_before)
     print(f"wrote {args.out}")
 
 

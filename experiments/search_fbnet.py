@@ -177,20 +177,10 @@ def main() -> None:
                            if (n, b) not in wanted]
             kwargs = lambda b, seed=seed: {"space": FBNetSpace(), "objective": "accuracy", "seed": seed,
                                            "constraints": Constraints(latency_ms=budget_ms), "budget": b}
-            unique, res = {}, {}
-            for n in names:
-                runs, rs = bench.plan([n], [b for b in budgets if (n, b) in wanted], kwargs)
-                res.update(rs)
-                for run in runs:  # auto's runs are guided's when it resolves to guided with the same settings
-                    key = (run["strategy"], str(run["settings"]))
-                    if key in unique:
-                        unique[key]["serves"] += run["serves"]
-                        unique[key]["budget"] = max(unique[key]["budget"], run["budget"])
-                    else:
-                        unique[key] = run
+            runs, res = bench.plan(wanted, kwargs)
             if seed == 0:
                 resolutions[setting] = {f"{n}@{b}": r for (n, b), r in res.items()}
-            jobs += [(setting, seed, run, args.budget_quantile) for run in unique.values()]
+            jobs += [(setting, seed, run, args.budget_quantile) for run in runs]
     print(f"{len(settings)} settings, {len(jobs)} runs, {sum(j[2]['budget'] for j in jobs)} queries")
     results = bench.execute(jobs, run_one, processes=args.jobs, desc="runs")
 

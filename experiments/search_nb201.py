@@ -152,24 +152,10 @@ def main() -> None:
             if seed == 0:
                 capped += [{"setting": setting, "strategy": n, "budget": b} for n in names for b in budgets
                            if (n, b) not in wanted]
-            runs, res = [], {}
-            for n in names:
-                mine = [b for b in budgets if (n, b) in wanted]
-                r, rs = bench.plan([n], mine, make_kwargs(setting, seed, args))
-                runs += r
-                res.update(rs)
-            # auto's runs are guided's when it resolves to guided with the same settings: run those once
-            unique = {}
-            for run in runs:
-                key = (run["strategy"], str(run["settings"]))
-                if key in unique:
-                    unique[key]["serves"] += run["serves"]
-                    unique[key]["budget"] = max(unique[key]["budget"], run["budget"])
-                else:
-                    unique[key] = run
+            runs, res = bench.plan(wanted, make_kwargs(setting, seed, args))
             if seed == 0:
                 resolutions[setting] = {f"{n}@{b}": r for (n, b), r in res.items()}
-            jobs += [(setting, seed, run, args.table, args.accuracy_column) for run in unique.values()]
+            jobs += [(setting, seed, run, args.table, args.accuracy_column) for run in runs]
     print(f"{len(settings)} settings, {len(jobs)} runs, {sum(j[2]['budget'] for j in jobs)} queries")
     results = bench.execute(jobs, run_one, processes=args.jobs, desc="runs")
 

@@ -48,19 +48,19 @@ def resolved_key(name: str, **kwargs) -> tuple[str, str, dict]:
     return resolution["name"], json.dumps(values, sort_keys=True), resolution
 
 
-def plan(names: Sequence[str], budgets: Sequence[int], make_kwargs: Callable[[int], dict]) -> tuple[list[dict], dict]:
-    """Runs needed for every (strategy, budget) of one problem and seed: one run per distinct resolved strategy,
+def plan(wanted: Sequence[tuple[str, int]], make_kwargs: Callable[[int], dict]) -> tuple[list[dict], dict]:
+    """Runs needed for every wanted (strategy, budget) of one problem and seed: one run per distinct resolved
+    strategy and settings (so ``auto``'s runs are guided's when it resolves to guided with the same settings),
     as long as the largest budget it serves. Returns the runs and, per (strategy, budget), its resolution."""
     runs: dict[tuple[str, str], dict] = {}
     resolutions: dict[tuple[str, int], dict] = {}
-    for name in names:
-        for budget in budgets:
-            concrete, key, resolution = resolved_key(name, **make_kwargs(budget))
-            resolutions[(name, budget)] = resolution
-            run = runs.setdefault((concrete, key), {"strategy": concrete, "settings": json.loads(key), "budget": 0,
-                                                    "serves": []})
-            run["budget"] = max(run["budget"], budget)
-            run["serves"].append([name, budget])
+    for name, budget in wanted:
+        concrete, key, resolution = resolved_key(name, **make_kwargs(budget))
+        resolutions[(name, budget)] = resolution
+        run = runs.setdefault((concrete, key), {"strategy": concrete, "settings": json.loads(key), "budget": 0,
+                                                "serves": []})
+        run["budget"] = max(run["budget"], budget)
+        run["serves"].append([name, budget])
     return list(runs.values()), resolutions
 
 
