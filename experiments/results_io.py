@@ -50,9 +50,10 @@ def run_info(*, argv: list[str] | None = None, load_before: float | None = None)
 
 def write_results(path: str | Path, payload: dict[str, Any], *, load_before: float | None = None,
                   argv: list[str] | None = None) -> Path:
-    """Write ``payload`` plus its ``run`` record as indented JSON (``path`` relative to ``experiments/results``)."""
+    """Write ``payload`` plus its ``run`` record as indented JSON (a bare file name goes into
+    ``experiments/results``; any other relative path is relative to the working directory)."""
     path = Path(path)
-    if not path.is_absolute():
+    if not path.is_absolute() and len(path.parts) == 1:
         path = RESULTS_DIR / path
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {"run": run_info(argv=argv, load_before=load_before), **payload}
