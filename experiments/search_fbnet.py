@@ -31,7 +31,6 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one BLAS thread per worker
     os.environ.setdefault(_var, "1")
 
-import argparse
 import functools
 import math
 
@@ -47,7 +46,6 @@ from results_io import write_results
 from search_spaces.fbnet import LABELS, OPS, FBNetSpace
 from search_spaces.kernels import flops
 
-SLOW = ("auto", "guided", "optuna_tpe")
 TOLERANCE = 0.001  # of the optimum's MACs: a fraction's equivalent of 0.1 percentage points
 #: DP resolution: the budget in this many latency steps (0.17 us at the Pi 4's 33.6 ms budget)
 STEPS_PER_BUDGET = 200_000
@@ -140,18 +138,8 @@ def run_one(job: tuple) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10, help="seeds on --full-device")
-    parser.add_argument("--seeds-other", type=int, default=3, help="seeds on the other latency columns")
-    parser.add_argument("--budgets", default="100,150,300,1000")
-    parser.add_argument("--devices", default="all", help="latency columns, comma-separated, or all")
-    parser.add_argument("--full-device", default="raspi4")
-    parser.add_argument("--slow-cap", type=int, default=300,
-                        help=f"largest budget of {', '.join(SLOW)} on columns other than --full-device")
-    parser.add_argument("--strategies", default=",".join(bench.strategies()))
-    parser.add_argument("--jobs", type=int, default=1)
+    parser = bench.common_parser(__doc__.splitlines()[0], out="search_fbnet.json")
     parser.add_argument("--budget-quantile", type=float, default=0.5)
-    parser.add_argument("--out", default="search_fbnet.json")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     budgets = [int(b) for b in args.budgets.split(",")]
@@ -171,7 +159,7 @@ def main() -> None:
         seeds[setting] = args.seeds if full else args.seeds_other
         budget_ms = problem(device, args.budget_quantile)["budget_ms"]
         for seed in range(seeds[setting]):
-            wanted = [(n, b) for n in names for b in budgets if full or n not in SLOW or b <= args.slow_cap]
+            wanted = [(n, b) for n in names for b in budgets if full or n not in bench.SLOW or b <= args.slow_cap]
             if seed == 0:
                 capped += [{"setting": setting, "strategy": n, "budget": b} for n in names for b in budgets
                            if (n, b) not in wanted]

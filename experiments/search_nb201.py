@@ -30,7 +30,6 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse
 import functools
 
 import numpy as np
@@ -42,7 +41,6 @@ from nas.tables import TABLE_DEVICES, MetricTable, shipped_table
 from results_io import write_results
 from search_spaces.nb201 import NB201Space, edges_with_path
 
-SLOW = ("auto", "guided", "optuna_tpe")
 TOLERANCE = {"accuracy": 0.1, "constrained": 0.1, "pareto": 0.001}
 UNITS = {"accuracy": "pp", "constrained": "pp", "pareto": "fraction of the exact hypervolume"}
 
@@ -120,20 +118,10 @@ def score(kind: str, trace: np.ndarray, t: dict) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10, help="seeds on --full-device and the accuracy problem")
-    parser.add_argument("--seeds-other", type=int, default=3, help="seeds on the other latency columns")
-    parser.add_argument("--budgets", default="100,150,300,1000")
-    parser.add_argument("--devices", default="all", help="latency columns, comma-separated, or all")
-    parser.add_argument("--full-device", default="raspi4")
-    parser.add_argument("--slow-cap", type=int, default=300,
-                        help=f"largest budget of {', '.join(SLOW)} on columns other than --full-device")
+    parser = bench.common_parser(__doc__.splitlines()[0], out="search_nb201.json")
     parser.add_argument("--problems", default="accuracy,constrained,pareto")
-    parser.add_argument("--strategies", default=",".join(bench.strategies()))
-    parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--table", default=None, help="a table of the shipped form (default: the shipped one)")
     parser.add_argument("--accuracy-column", default="cifar10_test_accuracy")
-    parser.add_argument("--out", default="search_nb201.json")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     budgets = [int(b) for b in args.budgets.split(",")]
@@ -148,7 +136,7 @@ def main() -> None:
         full = setting == "accuracy" or problem_of(setting)[1] == args.full_device
         seeds[setting] = args.seeds if full else args.seeds_other
         for seed in range(seeds[setting]):
-            wanted = [(n, b) for n in names for b in budgets if full or n not in SLOW or b <= args.slow_cap]
+            wanted = [(n, b) for n in names for b in budgets if full or n not in bench.SLOW or b <= args.slow_cap]
             if seed == 0:
                 capped += [{"setting": setting, "strategy": n, "budget": b} for n in names for b in budgets
                            if (n, b) not in wanted]

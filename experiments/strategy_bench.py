@@ -12,6 +12,7 @@ budgets. The JSON says which runs were shared (``runs[*].serves``).
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,8 @@ from nas.registry import list_strategies
 ROOT = Path(__file__).resolve().parents[1]
 #: ``auto`` first: it is the default a user gets; then every registered strategy.
 DEFAULT = "auto"
+#: The strategies slowest per query at 1,000 queries (model fits per ask): capped on the secondary columns.
+SLOW = ("auto", "guided", "optuna_tpe")
 
 
 def strategies() -> list[str]:
@@ -46,6 +49,22 @@ def resolved_key(name: str, **kwargs) -> tuple[str, str, dict]:
     resolution = cli_strategy(name, **kwargs).resolution()
     values = {k: v["value"] for k, v in resolution["settings"].items()}
     return resolution["name"], json.dumps(values, sort_keys=True), resolution
+
+
+def common_parser(description: str, *, out: str) -> argparse.ArgumentParser:
+    """The options both strategy benchmarks share (seeds, budgets, latency columns, strategies, jobs, output)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seeds", type=int, default=10, help="seeds on --full-device (and nb201's accuracy problem)")
+    parser.add_argument("--seeds-other", type=int, default=3, help="seeds on the other latency columns")
+    parser.add_argument("--budgets", default="100,150,300,1000")
+    parser.add_argument("--devices", default="all", help="latency columns, comma-separated, or all")
+    parser.add_argument("--full-device", default="raspi4")
+    parser.add_argument("--slow-cap", type=int, default=300,
+                        help=f"largest budget of {', '.join(SLOW)} on columns other than --full-device")
+    parser.add_argument("--strategies", default=",".join(strategies()))
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--out", default=out, help="a file name (into experiments/results) or a path")
+    return parser
 
 
 def plan(wanted: Sequence[tuple[str, int]], make_kwargs: Callable[[int], dict]) -> tuple[list[dict], dict]:
