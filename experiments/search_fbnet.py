@@ -194,16 +194,8 @@ def main() -> None:
     checks = bench.acceptance(rows, tolerance=TOLERANCE, unit="fraction of the optimum's MACs")
     bench.print_rows(rows, settings=settings, budgets=budgets, digits=4)
     bench.print_acceptance(checks)
-    payload = {
-        "truth": {s: truth(s.partition(":")[2], args.budget_quantile) for s in settings},
-        "seeds": seeds, "budgets": budgets, "strategies": names, "capped": capped,
-        "tolerance": {"constrained": {"value": TOLERANCE, "unit": "fraction of the optimum's MACs"}},
-        "resolutions": resolutions, "rows": rows, "acceptance": checks,
-        "exceptions": [c for c in checks if not c["passed"]],
-        "runs": [{"setting": r["setting"], "seed": r["seed"], "strategy": r["run"]["strategy"],
-                  "settings": r["run"]["settings"], "queries": r["run"]["budget"], "serves": r["run"]["serves"],
-                  "cpu_seconds": round(r["cpu_seconds"], 3)} for r in results],
-    }
+    payload = bench.payload(truth={s: truth(s.partition(":")[2], args.budget_quantile) for s in settings}, seeds=seeds, budgets=budgets, names=names, capped=capped,
+                            tolerance={"constrained": {"value": TOLERANCE, "unit": "fraction of the optimum's MACs"}}, resolutions=resolutions, rows=rows, checks=checks, results=results)
     print(f"wrote {write_results(args.out, payload, load_before=load_before)}")
 
 

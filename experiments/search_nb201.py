@@ -174,16 +174,8 @@ def main() -> None:
                                    tolerance=TOLERANCE[kind], unit=UNITS[kind])
     bench.print_rows(rows, settings=settings, budgets=budgets, digits=3)
     bench.print_acceptance(checks)
-    payload = {
-        "truth": {s: truth(args.table, args.accuracy_column, problem_of(s)[1]) for s in settings},
-        "seeds": seeds, "budgets": budgets, "strategies": names, "capped": capped,
-        "tolerance": {k: {"value": v, "unit": UNITS[k]} for k, v in TOLERANCE.items()},
-        "resolutions": resolutions, "rows": rows, "acceptance": checks,
-        "exceptions": [c for c in checks if not c["passed"]],
-        "runs": [{"setting": r["setting"], "seed": r["seed"], "strategy": r["run"]["strategy"],
-                  "settings": r["run"]["settings"], "queries": r["run"]["budget"], "serves": r["run"]["serves"],
-                  "cpu_seconds": round(r["cpu_seconds"], 3)} for r in results],
-    }
+    payload = bench.payload(truth={s: truth(args.table, args.accuracy_column, problem_of(s)[1]) for s in settings}, seeds=seeds, budgets=budgets, names=names, capped=capped,
+                            tolerance={k: {"value": v, "unit": UNITS[k]} for k, v in TOLERANCE.items()}, resolutions=resolutions, rows=rows, checks=checks, results=results)
     print(f"wrote {write_results(args.out, payload, load_before=load_before)}")
 
 

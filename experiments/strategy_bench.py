@@ -124,6 +124,19 @@ def acceptance(rows: list[dict], *, tolerance: float, unit: str) -> list[dict]:
     return checks
 
 
+def payload(*, truth: dict, seeds: dict, budgets: list, names: list, capped: list, tolerance: dict,
+            resolutions: dict, rows: list, checks: list, results: list) -> dict:
+    """The results JSON both strategy benchmarks write (the layout experiments/render_docs.py reads)."""
+    return {
+        "truth": truth, "seeds": seeds, "budgets": budgets, "strategies": names, "capped": capped,
+        "tolerance": tolerance, "resolutions": resolutions, "rows": rows, "acceptance": checks,
+        "exceptions": [c for c in checks if not c["passed"]],
+        "runs": [{"setting": r["setting"], "seed": r["seed"], "strategy": r["run"]["strategy"],
+                  "settings": r["run"]["settings"], "queries": r["run"]["budget"], "serves": r["run"]["serves"],
+                  "cpu_seconds": round(r["cpu_seconds"], 3)} for r in results],
+    }
+
+
 def print_acceptance(checks: list[dict]) -> None:
     failed = [c for c in checks if not c["passed"]]
     print(f"acceptance (default >= best other - tolerance): {len(checks) - len(failed)}/{len(checks)} settings x "
