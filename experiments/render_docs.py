@@ -465,82 +465,9 @@ def shared_machine(res: Results) -> str:
             + footer(res.source("shared_machine.json", command="python experiments/shared_machine.py")))
 
 
-# -- search_nb201.json / search_fbnet.json (changing: budgets, latency columns, strategy=auto)
-def _strategy_kwargs_note(d: Node) -> str:
-    kwargs = d.get("strategy_kwargs")
-    if not kwargs:
-        return "every strategy with its CLI defaults"
-    set_ = "; ".join(f"`{s}`: " + ", ".join(f"{k}={v}" for k, v in kw.items()) for s, kw in kwargs.items())
-    return f"every strategy with its CLI defaults except {set_}"
-
-
-def _nb201_old(d: Node) -> str:
-    """The layout before strategy_bench.py (one latency column, problems as `problem`): delete once rerun."""
-    truth = d["truth"]
-    rows = list(d["rows"])
-    problems = _unique(r["problem"] for r in rows)
-    budgets = _unique(r["budget"] for r in rows)
-    by = {(r["strategy"], r["problem"], r["budget"]): r for r in rows}
-
-    def cell(r: Node | None) -> str:
-        if r is None:
-            return "-"
-        if r["problem"] == "pareto":
-            return f"{r['mean']:.3f} ± {r['std']:.3f}"
-        share = r["found_optimum"] if r["problem"] == "accuracy" else r["found_best_feasible"]
-        return f"{r['mean']:.2f} ± {r['std']:.2f} ({pct(share)})"
-
-    cols = [(p, b) for p in problems for b in budgets]
-    names = {"accuracy": "accuracy", "constrained": "constrained", "pareto": "Pareto HV"}
-    strategies = _unique(r["strategy"] for r in rows)
-    body = table(["strategy"] + [f"{names.get(p, p)} @{b}" for p, b in cols],
-                 [[f"`{s}`"] + [cell(by.get((s, p, b))) for p, b in cols] for s in strategies])
-    seeds = rows[0]["seeds"]
-    text = (f"{seeds} seeds, {_strategy_kwargs_note(d)}. Accuracy: best test accuracy found, mean ± std, and the "
-            f"share of seeds that found the optimum {truth['optimum']:.2f}. Constrained: best accuracy with latency "
-            f"under {truth['budget_ms']:.2f} ms (the median cell's), the true best feasible being "
-            f"{truth['best_feasible']:.2f} (share of seeds that found it). Pareto: hypervolume of the found front "
-            f"over the exact front's ({truth['exact_front_points']} points above the reference point).\n\n")
-    return text + body
-
-
-def _fbnet_old(d: Node) -> str:
-    """The layout before strategy_bench.py (one latency column): delete once rerun."""
-    truth = d["truth"]
-    rows = list(d["rows"])
-    budgets = _unique(r["budget"] for r in rows)
-    by = {(r["strategy"], r["budget"]): r for r in rows}
-
-    def cell(r: Node | None) -> str:
-        return "-" if r is None else f"{r['mean']:.3f} ± {r['std']:.3f} ({pct(r['within_1pct'])})"
-
-    body = table(["strategy"] + [f"@{b} queries" for b in budgets],
-                 [[f"`{s}`"] + [cell(by.get((s, b))) for b in budgets] for s in _unique(r["strategy"] for r in rows)])
-    text = (f"{rows[0]['seeds']} seeds, {_strategy_kwargs_note(d)}. Budget {truth['budget_ms']:.2f} ms (the "
-            f"table's median); exact optimum {truth['optimum_mmacs']:.2f} M MACs at "
-            f"{truth['optimum_latency_ms']:.3f} ms (upper bound from rounding latencies the other way: "
-            f"{truth['upper_bound_mmacs']:.2f} M); the per-(layer, block) latency table fitted on the shipped "
-            f"networks reproduces their latency to {truth['latency_table_fit']['mape']:.2f}% mean error. Best "
-            f"feasible MACs found as a fraction of the optimum, mean ± std (share of seeds within 1%):\n\n")
-    return text + body
-
-
-@renderer
-def search_fbnet_guided(res: Results) -> str:
-    """The `guided` rows rerun on their own after guided's acquisition changed."""
-    d = res.load("search_fbnet_guided.json")
-    cells = [f"{r['mean']:.3f} ± {r['std']:.3f} ({pct(r['within_1pct'])} within 1%) at {r['budget']} queries"
-             for r in d["rows"] if r["strategy"] == "guided"]
-    if not cells:
-        raise RenderError("experiments/results/search_fbnet_guided.json: no rows with strategy 'guided'")
-    return ("`guided` rerun alone with its current acquisition: " + "; ".join(cells) + ".\n"
-            + footer(res.source("search_fbnet_guided.json")))
-
-
-# -- the new layout of search_nb201.json / search_fbnet.json (experiments/strategy_bench.py): every strategy at its
-# CLI defaults, `auto` first, per setting ("accuracy", "constrained:DEVICE", "pareto:DEVICE") and budget, with
-# the acceptance check of the default per setting and budget. Written ahead of those reruns: the renderers
-# below read this layout when the file has `acceptance`, the old one (the helpers above) otherwise.
+# -- search_nb201.json / search_fbnet.json and their 10-seed, 150-query reruns *_150.json
+# (experiments/strategy_bench.py): every strategy at its CLI defaults, `auto` first, per setting ("accuracy",
+# "constrained:DEVICE", "pareto:DEVICE") and budget, with the acceptance check of the default per setting.
 def _full_settings(d: Node) -> list[str]:
     """The settings run with the most seeds (the full device column, and the accuracy problem)."""
     seeds = {k: d["seeds"][k] for k in d["seeds"]}
@@ -593,24 +520,86 @@ def _acceptance(d: Node, *, digits: int) -> str:
     return text + body
 
 
-def _defaults_new(d: Node) -> str:
-    return _acceptance(d, digits=3) + "\n\n" + _strategy_tables(d, digits=3, settings=_full_settings(d))
+def _problems(d: Node, space: str) -> str:
+    """What the settings mean, with the exact answers of the full-seed column (from ``truth``)."""
+    full = [s for s in _full_settings(d) if s != "accuracy"]
+    device = full[0].split(":", 1)[1] if full else None
+    tol = "; ".join(f"{k}: {v['value']} {v['unit']}" for k, v in d["tolerance"].items())
+    capped = len(d.get("capped", []))
+    cap = (f" {capped} strategy x setting x budget cells were not run (the slowest strategies above 300 queries "
+           f"on columns other than {device}; listed under `capped` in the JSON)." if capped else "")
+    if space == "nb201":
+        acc = d["truth"]["accuracy"]
+        c, p = d["truth"][f"constrained:{device}"], d["truth"][f"pareto:{device}"]
+        text = (f"Settings: `accuracy` (best test accuracy found; optimum {acc['optimum']:.2f}); "
+                f"`constrained:DEVICE` (best accuracy with latency under the median cell's on that column: on "
+                f"{device} {c['budget_ms']:.2f} ms, best feasible {c['best_feasible']:.2f}); `pareto:DEVICE` "
+                f"(hypervolume of the found front over the exact front's; on {device} the exact front has "
+                f"{p['exact_front_points']} points above the reference).")
+    else:
+        c = d["truth"][f"constrained:{device}"]
+        text = (f"Setting `constrained:DEVICE`: the most MACs under the median network's latency on that column, "
+                f"scored as a fraction of the exact optimum (on {device}: budget {c['budget_ms']:.2f} ms, "
+                f"optimum {c['optimum_mmacs']:.2f} M MACs; the per-(layer, block) table reproduces the shipped "
+                f"networks' latency to {c['latency_table_fit']['mape']:.2f}% mean error).")
+    return f"{text} Tolerance of the acceptance: {tol}.{cap}"
+
+
+def _strategy_bench(res: Results, name: str, space: str) -> str:
+    d = res.load(name)
+    return (_problems(d, space) + "\n\n" + _acceptance(d, digits=3) + "\n\n"
+            + _strategy_tables(d, digits=3, settings=_full_settings(d)) + "\n" + footer(res.source(name)))
 
 
 @renderer
 def search_nb201(res: Results) -> str:
     """Strategies on NAS-Bench-201 (table accuracy and latency): accuracy, constrained and Pareto problems."""
-    d = res.load("search_nb201.json")
-    body = _defaults_new(d) if "acceptance" in d else _nb201_old(d)
-    return body + "\n" + footer(res.source("search_nb201.json"))
+    return _strategy_bench(res, "search_nb201.json", "nb201")
 
 
 @renderer
 def search_fbnet(res: Results) -> str:
     """Strategies on the FBNet space: most MACs under a latency budget, as a fraction of the exact optimum."""
-    d = res.load("search_fbnet.json")
-    body = _defaults_new(d) if "acceptance" in d else _fbnet_old(d)
-    return body + "\n" + footer(res.source("search_fbnet.json"))
+    return _strategy_bench(res, "search_fbnet.json", "fbnet")
+
+
+def _as_default(d: Node) -> str:
+    """The same check with each other strategy in ``auto``'s place: whether any single strategy would pass it
+    on every setting (when none does, the settings' winners differ, which is the cause of the exceptions)."""
+    by: dict[tuple[str, int], dict[str, float]] = {}
+    for r in d["rows"]:
+        if r["strategy"] != "auto":
+            by.setdefault((r["setting"], r["budget"]), {})[r["strategy"]] = r["mean"]
+    counts = []
+    for name in d["strategies"]:
+        if name == "auto":
+            continue
+        passed = total = 0
+        for (setting, _), means in by.items():
+            if name not in means or len(means) < 2:
+                continue
+            tol = d["tolerance"][setting.split(":", 1)[0]]["value"]
+            total += 1
+            passed += means[name] >= max(m for s, m in means.items() if s != name) - tol
+        counts.append(f"`{name}` {passed} of {total}")
+    return "The same check with another strategy as the default passes on: " + ", ".join(counts) + "."
+
+
+def _acceptance_150(res: Results, name: str) -> str:
+    d = res.load(name)
+    return _acceptance(d, digits=3) + "\n\n" + _as_default(d) + "\n" + footer(res.source(name))
+
+
+@renderer
+def search_nb201_150(res: Results) -> str:
+    """The acceptance at 150 queries with 10 seeds on every setting (NAS-Bench-201)."""
+    return _acceptance_150(res, "search_nb201_150.json")
+
+
+@renderer
+def search_fbnet_150(res: Results) -> str:
+    """The acceptance at 150 queries with 10 seeds on every setting (FBNet)."""
+    return _acceptance_150(res, "search_fbnet_150.json")
 
 
 def _headline_main(res: Results) -> str:
@@ -620,34 +609,23 @@ def _headline_main(res: Results) -> str:
             f"{main['best_latency_ms']:.1f} ms on the ARM prior.")
 
 
-def _headline_defaults(d: Node, space: str) -> str:
-    """The new layout: how often the default strategy holds against every other strategy's CLI default."""
+def _headline_defaults(res: Results, name: str, space: str) -> str:
+    """How often the default strategy holds against every other strategy's CLI default at 150 queries."""
+    d = res.load(name)
     checks = list(d["acceptance"])
     passed = sum(bool(c["passed"]) for c in checks)
-    return (f"**Default strategy, {space}**: `auto` is at least as good as the best other strategy's CLI default "
-            f"(minus the tolerance) on {passed} of {len(checks)} settings and budgets.")
+    seeds = min(d["seeds"][k] for k in d["seeds"])
+    return (f"**Default strategy, {space}**: at {', '.join(map(str, d['budgets']))} queries `auto` is at least as "
+            f"good as the best other strategy's CLI default (minus the tolerance) on {passed} of {len(checks)} "
+            f"latency columns and problems ({seeds} seeds each).")
 
 
 def _headline_nb201(res: Results) -> str:
-    d = res.load("search_nb201.json")
-    if "acceptance" in d:
-        return _headline_defaults(d, "NAS-Bench-201")
-    nb = [r for r in d["rows"] if r["problem"] == "accuracy"]
-    budget = min(r["budget"] for r in nb)
-    top = max((r for r in nb if r["budget"] == budget), key=lambda r: r["mean"])
-    return (f"**Strategies, NAS-Bench-201** (accuracy only, {budget} queries): best mean `{top['strategy']}`, "
-            f"{top['mean']:.2f} (optimum found in {pct(top['found_optimum'])} of seeds).")
+    return _headline_defaults(res, "search_nb201_150.json", "NAS-Bench-201")
 
 
 def _headline_fbnet(res: Results) -> str:
-    d = res.load("search_fbnet.json")
-    if "acceptance" in d:
-        return _headline_defaults(d, "FBNet")
-    rows = list(d["rows"])
-    budget = max(r["budget"] for r in rows)
-    top = max((r for r in rows if r["budget"] == budget), key=lambda r: r["mean"])
-    return (f"**Strategies, FBNet** (most MACs under a Pi 4 budget, {budget} queries): best `{top['strategy']}`, "
-            f"{top['mean']:.3f} of the exact optimum.")
+    return _headline_defaults(res, "search_fbnet_150.json", "FBNet")
 
 
 def _headline_speed(res: Results) -> str:
@@ -671,8 +649,8 @@ def _headline_latency(res: Results) -> str:
 def readme_headlines(res: Results) -> str:
     lines = [f"- {line(res)}" for line in (_headline_main, _headline_nb201, _headline_fbnet, _headline_speed,
                                              _headline_latency)]
-    sources = [res.source("main_command_arm_cpu.json", command=_MAIN_TIMING), res.source("search_nb201.json"),
-               res.source("search_fbnet.json"), res.source("search_speed.json"),
+    sources = [res.source("main_command_arm_cpu.json", command=_MAIN_TIMING), res.source("search_nb201_150.json"),
+               res.source("search_fbnet_150.json"), res.source("search_speed.json"),
                res.source("latency_predictors.json", command="python experiments/latency_predictors.py")]
     return "\n".join(lines) + "\n" + footer(*sources)
 

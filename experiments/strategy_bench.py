@@ -112,7 +112,10 @@ def acceptance(rows: list[dict], *, tolerance: float, unit: str) -> list[dict]:
         cell = {r["strategy"]: r for r in rows if r["setting"] == setting and r["budget"] == budget}
         if DEFAULT not in cell:
             continue
-        others = {s: r for s, r in cell.items() if s != DEFAULT and np.isfinite(r["mean"])}
+        # The others exclude the strategy the default resolved to: its runs are the default's own, and a
+        # comparison with itself would only cap the margin shown at zero.
+        resolved = cell[DEFAULT]["resolved"]
+        others = {s: r for s, r in cell.items() if s not in (DEFAULT, resolved) and np.isfinite(r["mean"])}
         if not others:
             continue
         best = max(others, key=lambda s: others[s]["mean"])
