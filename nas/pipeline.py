@@ -19,7 +19,7 @@ from nas.choice import choose, given, resolve_rule
 from nas.config_schema import validate_config
 from nas.errors import ConfigError
 from nas.objectives import ACCURACY, LATENCY, CodedTrials, Constraints, Trial, objectives_for, pareto_front
-from nas.registry import SPACES, STRATEGIES, TARGETS, list_spaces, list_targets
+from nas.registry import SPACES, STRATEGIES, TARGETS
 from nas.report import plot_pareto, run_files, write_json
 from nas.surrogate import PriorSurrogate, Surrogate, calibrate_prior, fit_surrogate
 from search_spaces.base import SearchSpace, WeightSharingSpace
@@ -36,18 +36,6 @@ _SPACE_META_KEYS = ("name", "train", "checkpoint")
 
 
 # ---------------------------------------------------------------------------------------------- config
-def _section(cfg: DictConfig, key: str, registry_names: Sequence[str]) -> dict:
-    if key not in cfg or cfg[key] is None:
-        raise ConfigError(
-            f"no {key} chosen: add +{key}=NAME to the command (available: {', '.join(registry_names)}), "
-            f"e.g. python -m nas.search +space=ofa +target=cpu"
-        )
-    section = OmegaConf.to_container(cfg[key], resolve=True)
-    if not isinstance(section, dict) or "name" not in section:
-        raise ConfigError(f"config group {key!r} must be a mapping with a 'name' (available: {', '.join(registry_names)})")
-    return section
-
-
 def make_space(space_cfg: Mapping, **data_shape: int) -> SearchSpace:
     """The configured space; ``data_shape`` (``num_classes``, ``in_channels``) comes from the data when there is any."""
     factory = SPACES.get(space_cfg["name"])
@@ -321,15 +309,13 @@ def run_search(cfg: DictConfig, run_dir: Path, *, thread_policy: dict | None = N
 
     # Every config value is checked before any work starts (types, ranges, paths, unknown keys): one home,
     # nas/config_schema.py; a bad value ends the run with one line naming the key.
+    # Everything below may assume a valid config: names registered, sections present, values in range.
     validate_config(cfg)
-    space_cfg = _section(cfg, "space", list_spaces())
-    target_cfg = _section(cfg, "target", list_targets())
-    SPACES.get(space_cfg["name"])  # unknown names fail here, before any data is read
-    TARGETS.get(target_cfg["name"])
+    space_cfg = OmegaConf.to_container(cfg.space, resolve=True)
+    target_cfg = OmegaConf.to_container(cfg.target, resolve=True)
     seed = int(cfg.seed)
     progress = bool(cfg.progress)
     constraints = Constraints(latency_ms=cfg.constraint.latency_ms)
-    objectives_for(str(cfg.objective))
     choice_rule = resolve_rule(cfg.final.get("choose", "auto"), budget_ms=constraints.latency_ms,
                                objective=str(cfg.objective))
     if thread_policy is None:
@@ -337,8 +323,6 @@ def run_search(cfg: DictConfig, run_dir: Path, *, thread_policy: dict | None = N
 
         thread_policy = describe_current()
     evaluator_name = str(cfg.evaluator.name)
-    if evaluator_name not in EVALUATORS:
-        raise ConfigError(f"unknown evaluator {evaluator_name!r}; valid choices: {', '.join(EVALUATORS)}")
     if evaluator_name == "tabular":
         from nas.tabular import run_tabular_search
 
