@@ -23,7 +23,7 @@ from nas.arch import Arch, Value
 from nas.errors import ConfigError, InvalidArchError
 from nas.registry import register_space
 from search_spaces.base import SearchSpace
-from search_spaces.blocks import ConvBNAct
+from search_spaces.blocks import ChannelShuffle, ConvBNAct
 
 #: HW-NAS-Bench's op index order.
 OPS = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip")
@@ -111,23 +111,13 @@ class FBNetSpace(SearchSpace):
         return self.to_public(arch)
 
 
-class _ChannelShuffle(nn.Module):
-    def __init__(self, groups: int) -> None:
-        super().__init__()
-        self.groups = groups
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        return x.reshape(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
-
-
 class _InvertedResidual(nn.Module):
     def __init__(self, c_in: int, c_out: int, kernel: int, expand: int, groups: int, stride: int) -> None:
         super().__init__()
         mid = c_in * expand
         parts: list[nn.Module] = [ConvBNAct(c_in, mid, 1, groups=groups, act="relu")]
         if groups > 1:
-            parts.append(_ChannelShuffle(groups))
+            parts.append(ChannelShuffle(groups))
         parts += [ConvBNAct(mid, mid, kernel, stride, groups=mid, act="relu"), ConvBNAct(mid, c_out, 1, groups=groups)]
         self.body = nn.Sequential(*parts)
         self.residual = stride == 1 and c_in == c_out
