@@ -1,10 +1,15 @@
 """Command line for search spaces.
 
     python -m search_spaces list
+    python -m search_spaces presets
     python -m search_spaces describe --space ofa --arch '{"ks": [...], "e": [...], "d": [...], "r": 224}'
-        [--width 1.0] [--num-classes 1000] [--in-channels 3] [--resolutions 24,28,32]
+        [--width 1.0] [--num-classes 1000] [--in-channels 3] [--resolutions 24,28,32] [--resolution 224]
+    python -m search_spaces describe --preset mobilenet_v3_large
 
-``describe`` prints one JSON object (params, macs, arch_id, resolution ...). Bad input prints one line
+``describe`` prints one JSON object (space, arch, params, macs, arch_id, resolution ...). With ``--preset`` it
+builds a public reference network (ImageNet configuration) as a member of its space and adds the space's
+options (``space_config``: what ``python -m nas.search +space=SPACE space.KEY=VALUE ... arch=...`` needs to
+evaluate that arch) and the reference implementation's parameter count. Bad input prints one line
 ``error: <message>`` to stderr and exits with status 2.
 """
 
@@ -53,9 +58,25 @@ def describe(args: argparse.Namespace) -> dict[str, object]:
         "num_classes": args.num_classes,
         "in_channels": args.in_channels,
         "resolutions": args.resolutions,
+        "resolution": args.resolution,
     }
-    space = _make_space(args.space, {k: v for k, v in given.items() if v is not None})
-    arch = space.parse(parse_json_arg(args.arch))
+    given = {k: v for k, v in given.items() if v is not None}
+    extra: dict[str, object] = {}
+    if args.preset is not None:
+        from search_spaces.layerwise import get_preset
+
+        if args.arch is not None or given:
+            raise UserError("--preset fixes the space and the arch; leave out --arch and the space options")
+        preset = get_preset(args.preset)
+        space = preset.build_space()
+        arch = preset.arch(space)
+        extra = {"preset": preset.name, "space_config": space.config(), "reference": preset.reference,
+                 "reference_params": preset.reference_params}
+    else:
+        if args.arch is None:
+            raise UserError("describe needs --arch JSON (or --preset NAME; see python -m search_spaces presets)")
+        space = _make_space(args.space, given)
+        arch = space.parse(parse_json_arg(args.arch))
     net = space.build(arch)
     shape = space.input_shape(arch)
     return {
@@ -68,6 +89,7 @@ def describe(args: argparse.Namespace) -> dict[str, object]:
         "summary": space.describe(arch),
         "public": space.to_public(arch),
         "arch": arch,
+        **extra,
     }
 
 
@@ -75,17 +97,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _Parser(prog="python -m search_spaces", description="Inspect the registered search spaces.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="print the registered search spaces, one per line")
+    sub.add_parser("presets", help="print the presets (public reference networks), one per line")
     p = sub.add_parser("describe", help="print params, MACs and id of one architecture as JSON")
     p.add_argument("--space", default="ofa", help="registered space name (default: ofa)")
-    p.add_argument("--arch", required=True, help="architecture: inline JSON (public or flat form) or @file.json")
+    p.add_argument("--arch", help="architecture: inline JSON (public or flat form) or @file.json")
+    p.add_argument("--preset", help="a public reference network, e.g. mobilenet_v3_large (see the presets command)")
     p.add_argument("--width", type=float, help="width multiplier (OFA: width_mult)")
     p.add_argument("--num-classes", type=int)
     p.add_argument("--in-channels", type=int)
     p.add_argument("--resolutions", type=_int_list, help="comma-separated allowed resolutions, e.g. 24,28,32")
+    p.add_argument("--resolution", type=int, help="input resolution of a fixed-resolution space (mobilenet ...)")
     try:
         args = parser.parse_args(argv)
         if args.command == "list":
             print("\n".join(list_spaces()))
+        elif args.command == "presets":
+            from search_spaces.layerwise import get_preset, list_presets
+
+            for name in list_presets():
+                preset = get_preset(name)
+                print(f"{name}\t{preset.space}\t{preset.reference} ({preset.reference_params:,} parameters)")
         else:
             print(json.dumps(describe(args)))
     except UserError as exc:
