@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from nas.hardware.priors import ARM_DEVICE, ARM_SOURCES, PRIORS_DIR, KernelPrior
 from nas.surrogate import calibrate_prior
 from nas.tables import read_frame
 from predictors.metrics import regression_metrics
+from results_io import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -58,7 +60,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-save", action="store_true", help="do not overwrite the shipped prior")
     args = parser.parse_args()
-    started = time.time()
+    started, load_before = time.time(), os.getloadavg()[0]
 
     X, y, origin = training_data()
     full = fit_kernel_prior(X, y)
@@ -112,9 +114,9 @@ def main() -> None:
                else f" {'-':>20} {'-':>6}")
         print(f"{r['evaluated_on']:<22} {r['fitted_on']:<20} {r['shots']:>5} {r['spearman']:>8.3f} {r['kendall']:>8.3f} "
               f"{r['mape']:>7.1f} {r['within_10pct']:>6.2f}{law}")
-    out = RESULTS / "arm_prior.json"
-    out.write_text(json.dumps({"args": vars(args), "in_sample": fitted, "rows": rows,
-                               "wall_s": round(time.time() - started, 1)}, indent=2) + "\n")
+    out = write_results(RESULTS / "arm_prior.json", {"args": vars(args), "in_sample": fitted, "rows": rows,
+                                                     "wall_s": round(time.time() - started, 1)},
+                        load_before=load_before)
     print(f"wrote {out}")
 
 

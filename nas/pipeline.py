@@ -158,8 +158,11 @@ def fit_latency_surrogate(space, target, cfg: DictConfig, rng, progress: bool) -
     """
     if not target.can_measure:
         prior = device_less_prior(target, space)
+        # Which kernel kinds the prior prices by a borrowed rule, seen on 50 archs of its own stream (the
+        # run's rng stays untouched, so the search draws what it drew before).
+        borrowed = _borrowed(prior, space, sample_distinct(space, 50, np.random.default_rng(0)))
         info = {"predictor": prior.name, "source": "prior", "samples": 0, "calibrated": False,
-                "prior": prior.description, "holdout": {"n": 0}}
+                "prior": prior.description, "borrowed": borrowed, "holdout": {"n": 0}}
         return PriorSurrogate(prior=prior, space=space), {}, info
     prior = target.latency_prior(space)
     archs = sample_distinct(space, int(cfg.latency.samples), rng, include=_extremes(space))
@@ -171,8 +174,8 @@ def fit_latency_surrogate(space, target, cfg: DictConfig, rng, progress: bool) -
         surrogate = calibrate_prior(prior=prior, space=space, archs=archs, values=values,
                                     holdout=float(cfg.latency.holdout), seed=int(cfg.seed))
         info = {"predictor": f"{prior.name} calibrated", "source": "predicted", "samples": len(measurements),
-                "calibrated": True, "prior": prior.description, "features": surrogate.features,
-                "holdout": surrogate.holdout_metrics}
+                "calibrated": True, "prior": prior.description, "borrowed": _borrowed(prior, space, archs),
+                "features": surrogate.features, "holdout": surrogate.holdout_metrics}
         return surrogate, measurements, info
     surrogate = fit_surrogate(space=space, archs=archs, values=values,
                               metric="latency_ms", predictor=cfg.latency.predictor, features=str(cfg.latency.features),
@@ -181,6 +184,13 @@ def fit_latency_surrogate(space, target, cfg: DictConfig, rng, progress: bool) -
     info = {"predictor": cfg.latency.predictor, "source": "predicted", "samples": len(measurements),
             "calibrated": False, "features": surrogate.features, "holdout": surrogate.holdout_metrics}
     return surrogate, measurements, info
+
+
+def _borrowed(prior, space: SearchSpace, archs: Sequence[Arch]) -> dict[str, str]:
+    """``{kernel kind: pricing rule}`` of the kinds ``archs`` execute that ``prior`` never saw measured
+    (``results.json``: ``predictors.latency.borrowed``); empty for a prior that borrows nothing."""
+    borrowed_in = getattr(prior, "borrowed_in", None)
+    return dict(borrowed_in(space, archs)) if callable(borrowed_in) else {}
 
 
 def device_less_prior(target, space: SearchSpace):

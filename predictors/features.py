@@ -6,8 +6,12 @@
   NB201 the ops are the *executed* ones (dead edges -> ``none``, intermediate nodes in canonical order,
   :func:`search_spaces.kernels.nb201_canonical_ops`); for OFA inactive block slots are all-zero
   (``OFASpace.encode``), so a column is "this block slot runs with this kernel / expand ratio".
-- ``kernel``: per kernel type (:data:`search_spaces.kernels.KINDS`) the sums of MMACs, MB of activation
-  traffic and the kernel count: the features of the kernel-level model (``kernel``).
+- ``kernel``: per kernel type (:data:`search_spaces.kernels.KINDS`, 11 types: 33 columns) the sums of MMACs,
+  MB of activation traffic and the kernel count: the features of the kernel-level model (``kernel``). They
+  come from a table where one exists: OFA's per-(resolution, stage, slot, kernel, expand) rows, or a space's
+  own ``kernel_features_codes(codes)`` (layer-wise spaces: per-(layer, option) rows of each block traced
+  alone), so a search or a prior does not decompose a whole network per arch; otherwise from
+  :func:`search_spaces.kernels.kernels` of each arch.
 - ``flops``: MMACs; ``params``: millions of parameters (the baselines).
 - ``encoding``: ``onehot`` + ``kernel`` (+ for NB201 the path encoding of the executed cell and the one-hot
   and path encoding of the cell as written): the input of the
@@ -69,40 +73,71 @@ def latency_features(space: SearchSpace, archs: Sequence[Mapping[str, Value]], k
     """``(len(archs), d)`` features of ``kind`` (see the module docstring) for validated ``archs``."""
     if kind not in FEATURE_KINDS:
         raise ConfigError(f"unknown latency feature kind {kind!r}; choose one of {list(FEATURE_KINDS)}")
+    if not archs:
+        raise ConfigError("latency_features needs at least one architecture")
+    # A space's own table gives the kernel block of all archs at once (its codes path).
+    table = None
+    if kind in ("kernel", "encoding") and callable(getattr(space, "kernel_features_codes", None)):
+        table = _space_kernel_table(space, space.to_codes(archs))
+    if kind == "kernel" and table is not None:
+        return table
     rows = []
-    for arch in archs:
+    for index, arch in enumerate(archs):
         if kind == "onehot":
             rows.append(_onehot(space, arch))
             continue
-        ks = kernels(space, arch)
+        if kind == "encoding" and table is not None:
+            ks, kernel_row = None, table[index]
+        else:
+            ks = kernels(space, arch)
+            kernel_row = _kernel_row(ks)
         if kind == "kernel":
-            rows.append(_kernel_row(ks))
+            rows.append(kernel_row)
         elif kind == "flops":
             rows.append(np.array([sum(k.flops for k in ks) / 1e6]))
         elif kind == "params":
             rows.append(np.array([sum(k.params for k in ks) / 1e6]))
         else:  # encoding
-            parts = [_onehot(space, arch), _kernel_row(ks)]
+            parts = [_onehot(space, arch), kernel_row]
             if space.name == "nb201":
                 # The cell as written too: HW-NAS-Bench's runtime does not prune every dead edge (some cells
                 # that compute the same function measure 2.8 ms and others 20 ms), so the raw ops carry signal.
                 parts.append(np.asarray(space.encode(_executed(space, arch)), dtype=np.float64)[5 * 6:])
                 parts.append(np.asarray(space.encode(arch), dtype=np.float64))
             rows.append(np.concatenate(parts))
-    if not rows:
-        raise ConfigError("latency_features needs at least one architecture")
     return np.stack(rows)
 
 
+def _space_kernel_table(space: SearchSpace, codes: np.ndarray) -> np.ndarray | None:
+    """The ``kernel`` features of ``codes`` from the space's ``kernel_features_codes`` (None if it has none or
+    declines, e.g. for a configuration its tables do not cover)."""
+    method = getattr(space, "kernel_features_codes", None)
+    if not callable(method):
+        return None
+    table = method(codes)
+    if table is None:
+        return None
+    table = np.asarray(table, dtype=np.float64)
+    if table.shape != (len(codes), 3 * len(KINDS)):
+        raise ConfigError(f"{space.name}: kernel_features_codes returned shape {table.shape}, expected "
+                          f"({len(codes)}, {3 * len(KINDS)}) (3 columns per kernel kind of search_spaces.kernels.KINDS)")
+    return table
+
+
 def latency_features_codes(space: SearchSpace, codes: np.ndarray, kind: str) -> np.ndarray:
-    """:func:`latency_features` of the archs of ``codes`` (:meth:`SearchSpace.to_codes`). OFA's ``kernel``
-    features come from a table: a block's kernels depend only on (resolution, stage, slot, kernel, expand), so
-    an arch's per-type sums are its resolution's fixed part plus one table row per active slot (equal to the
-    per-arch sums up to float rounding, as they are added in another order)."""
-    if kind == "kernel" and space.name == "ofa" and len(codes):
-        fixed, slots = _ofa_kernel_tables(space)
-        res, rows = space.slot_table_rows(codes)
-        return fixed[res] + slots[rows].sum(axis=1)
+    """:func:`latency_features` of the archs of ``codes`` (:meth:`SearchSpace.to_codes`). ``kernel`` features
+    come from a table where there is one: the space's own ``kernel_features_codes(codes)``, or OFA's: a
+    block's kernels depend only on (resolution, stage, slot, kernel, expand), so an arch's per-type sums are
+    its resolution's fixed part plus one table row per active slot (equal to the per-arch sums up to float
+    rounding, as they are added in another order)."""
+    if kind == "kernel" and len(codes):
+        table = _space_kernel_table(space, codes)
+        if table is not None:
+            return table
+        if space.name == "ofa":
+            fixed, slots = _ofa_kernel_tables(space)
+            res, rows = space.slot_table_rows(codes)
+            return fixed[res] + slots[rows].sum(axis=1)
     return latency_features(space, space.from_codes(codes), kind)
 
 

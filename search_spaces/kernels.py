@@ -3,8 +3,17 @@
 A deployed network does not run "blocks": an inference runtime fuses each convolution with the BatchNorm and
 activation behind it and then launches one kernel per fused op. Latency is, to a good approximation, a sum
 over those kernels of a cost that depends on the kernel's type and shape (work, memory traffic, launch
-overhead). :func:`kernels` lists them for the NB201, FBNet and OFA spaces; :func:`flops` and :func:`params`
-sum the list, so the analytic FLOP and parameter counts agree with the network ``space.build`` returns.
+overhead). :func:`kernels` lists them for any space; :func:`flops` and :func:`params` sum the list, so the
+analytic FLOP and parameter counts agree with the network ``space.build`` returns.
+
+Where a decomposition comes from (:func:`kernels`):
+
+- NB201, FBNet and OFA: hand-written builders below (fast, and NB201's dead-edge logic needs them); the
+  tests check them against the traced network (``tests/test_kernel_trace.py``);
+- a space with a ``kernel_list(arch)`` method: that method;
+- any other space: derived from the built network itself by :func:`search_spaces.trace.trace_kernels`
+  (torch.fx trace plus shape propagation), so a new space needs no hand-written list in a second file. An
+  op the tracer has no rule for is a clear error, not a silently missing kernel.
 
 Kernel types (``Kernel.kind``):
 
@@ -12,9 +21,16 @@ Kernel types (``Kernel.kind``):
 - ``pwconv``: 1 x 1 convolution (possibly grouped) fused with BN (+ activation);
 - ``dwconv``: depthwise k x k convolution fused with BN (+ activation);
 - ``se``: squeeze-and-excitation (global pool, two tiny 1 x 1 convs, gating multiply) as one fused unit;
-- ``pool``: k x k average pooling; ``gpool``: global average pooling;
+- ``pool``: k x k average or max pooling; ``gpool``: global (average) pooling;
 - ``add``: element-wise addition (residuals, NB201 node sums); ``shuffle``: channel shuffle;
-- ``linear``: fully connected layers (the classifier, OFA's feature-mix 1 x 1 conv on a 1 x 1 map).
+- ``linear``: fully connected layers (the classifier; a 1 x 1 conv on a globally pooled map, e.g. OFA's
+  feature mix);
+- ``concat``: channel concatenation (ShuffleNetV2 units, the ghost module): reads its inputs, writes the output;
+- ``slice``: a channel split (``chunk`` / ``split``: one kernel for the whole split) or a channel slice that
+  drops channels (the ghost module's cut to its output width): reads and writes the kept elements. Both are
+  pure memory copies (``flops == 0``).
+
+``concat`` and ``slice`` come last in :data:`KINDS` so the columns of the older kinds keep their positions.
 
 ``flops`` are multiply-accumulates of convolutions and linear layers (the convention of
 :func:`search_spaces.profile.count_macs`: no biases, no BN, no pooling or additions), so ``flops(space, arch)``
@@ -32,15 +48,14 @@ is live, :func:`flops` equals ``count_macs`` of ``space.build``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from nas.arch import Value
-from nas.errors import ConfigError
 from search_spaces.base import SearchSpace
 
 #: Every kernel type, in the order feature vectors list them.
-KINDS = ("conv", "pwconv", "dwconv", "se", "pool", "gpool", "add", "shuffle", "linear")
+KINDS = ("conv", "pwconv", "dwconv", "se", "pool", "gpool", "add", "shuffle", "linear", "concat", "slice")
 
 
 @dataclass(frozen=True)
@@ -70,9 +85,10 @@ def _out_side(side: int, stride: int) -> int:
 
 
 def conv_kernel(c_in: int, c_out: int, k: int, stride: int, side_in: int, *, groups: int = 1,
-                bn: bool = True, bias: bool = False) -> Kernel:
-    """A (grouped / depthwise / pointwise) convolution with its BN, typed by shape."""
-    side = _out_side(side_in, stride)
+                bn: bool = True, bias: bool = False, side_out: int | None = None) -> Kernel:
+    """A (grouped / depthwise / pointwise) convolution with its BN, typed by shape (``side_out``: the output
+    side when it is known, e.g. traced; default: 'same' padding)."""
+    side = _out_side(side_in, stride) if side_out is None else side_out
     macs = side * side * c_out * (c_in // groups) * k * k
     params = c_out * (c_in // groups) * k * k + (2 * c_out if bn else 0) + (c_out if bias else 0)
     if groups == c_in and groups == c_out and groups > 1:
@@ -84,23 +100,51 @@ def conv_kernel(c_in: int, c_out: int, k: int, stride: int, side_in: int, *, gro
     return Kernel(kind, macs, params, side_in * side_in * c_in, side * side * c_out, k, stride, c_in, c_out, side)
 
 
-def _elementwise(kind: str, channels: int, side: int, inputs: int = 1) -> Kernel:
+def elementwise_kernel(kind: str, channels: int, side: int, inputs: int = 1) -> Kernel:
+    """An element-wise kernel (``add``, ``shuffle``) reading ``inputs`` maps of ``channels`` x ``side``²."""
     n = channels * side * side
     return Kernel(kind, 0, 0, inputs * n, n, 1, 1, channels, channels, side)
 
 
-def _pool(channels: int, side_in: int, k: int, stride: int) -> Kernel:
-    side = _out_side(side_in, stride) if k > stride else side_in // stride
+def pool_kernel(channels: int, side_in: int, k: int, stride: int, side_out: int | None = None) -> Kernel:
+    """A k x k pooling (``side_out``: the output side when known, else from k and the stride)."""
+    if side_out is not None:
+        side = side_out
+    else:
+        side = _out_side(side_in, stride) if k > stride else side_in // stride
     return Kernel("pool", 0, 0, channels * side_in * side_in, channels * side * side, k, stride, channels, channels,
                   side)
 
 
-def _gpool(channels: int, side: int) -> Kernel:
+def gpool_kernel(channels: int, side: int) -> Kernel:
+    """Global pooling of ``channels`` maps of ``side`` x ``side`` to one value each."""
     return Kernel("gpool", 0, 0, channels * side * side, channels, side, side, channels, channels, 1)
 
 
-def _linear(c_in: int, c_out: int, *, bias: bool = True) -> Kernel:
+def linear_kernel(c_in: int, c_out: int, *, bias: bool = True) -> Kernel:
+    """A fully connected layer ``c_in -> c_out``."""
     return Kernel("linear", c_in * c_out, c_in * c_out + (c_out if bias else 0), c_in, c_out, 1, 1, c_in, c_out, 1)
+
+
+def se_kernel(channels: int, mid: int, side: int) -> Kernel:
+    """Squeeze-and-excitation on ``channels`` maps of ``side`` x ``side`` with ``mid`` reduced channels."""
+    n = channels * side * side
+    # pool + reduce (bias) + expand (bias) + gate multiply: reads the map twice, writes it once
+    return Kernel("se", 2 * channels * mid, 2 * channels * mid + mid + channels, 2 * n, n, 1, 1, channels, channels,
+                  side)
+
+
+def concat_kernel(channels_in: Sequence[int], side: int) -> Kernel:
+    """Channel concatenation of maps with ``channels_in`` channels: reads every input, writes the output."""
+    c = sum(channels_in)
+    n = c * side * side
+    return Kernel("concat", 0, 0, n, n, 1, 1, c, c, side)
+
+
+def slice_kernel(c_in: int, c_kept: int, side: int) -> Kernel:
+    """A channel split or slice keeping ``c_kept`` of ``c_in`` channels: a copy of the kept elements."""
+    n = c_kept * side * side
+    return Kernel("slice", 0, 0, n, n, 1, 1, c_in, c_kept, side)
 
 
 # ---------------------------------------------------------------------------------------------- NB201
@@ -134,7 +178,8 @@ def _nb201_kernels(space: SearchSpace, arch: Mapping[str, Value]) -> list[Kernel
             c_out = 2 * c
             half = _out_side(side, 2)
             out += [conv_kernel(c, c_out, 3, 2, side), conv_kernel(c_out, c_out, 3, 1, half),
-                    _pool(c, side, 2, 2), conv_kernel(c, c_out, 1, 1, half), _elementwise("add", c_out, half, 2)]
+                    pool_kernel(c, side, 2, 2), conv_kernel(c, c_out, 1, 1, half),
+                    elementwise_kernel("add", c_out, half, 2)]
             c, side = c_out, half
         for _ in range(space.cells_per_stage):
             inputs = {1: 0, 2: 0, 3: 0}
@@ -147,9 +192,9 @@ def _nb201_kernels(space: SearchSpace, arch: Mapping[str, Value]) -> list[Kernel
                 elif op == "nor_conv_1x1":
                     out.append(conv_kernel(c, c, 1, 1, side))
                 elif op == "avg_pool_3x3":
-                    out.append(_pool(c, side, 3, 1))
-            out += [_elementwise("add", c, side, 2) for n in inputs.values() for _ in range(max(n - 1, 0))]
-    out += [_gpool(c, side), _linear(c, space.num_classes)]
+                    out.append(pool_kernel(c, side, 3, 1))
+            out += [elementwise_kernel("add", c, side, 2) for n in inputs.values() for _ in range(max(n - 1, 0))]
+    out += [gpool_kernel(c, side), linear_kernel(c, space.num_classes)]
     return out
 
 
@@ -171,14 +216,14 @@ def _fbnet_kernels(space: SearchSpace, arch: Mapping[str, Value]) -> list[Kernel
         mid = c_in * e
         out.append(conv_kernel(c_in, mid, 1, 1, side, groups=g))
         if g > 1:
-            out.append(_elementwise("shuffle", mid, side))
+            out.append(elementwise_kernel("shuffle", mid, side))
         out.append(conv_kernel(mid, mid, k, stride, side, groups=mid))
         side = out[-1].hw_out
         out.append(conv_kernel(mid, c_out, 1, 1, side, groups=g))
         if stride == 1 and c_in == c_out:
-            out.append(_elementwise("add", c_out, side, 2))
-    out += [conv_kernel(STAGE_CHANNELS[-1], space.head_channels, 1, 1, side), _gpool(space.head_channels, side),
-            _linear(space.head_channels, space.num_classes)]
+            out.append(elementwise_kernel("add", c_out, side, 2))
+    out += [conv_kernel(STAGE_CHANNELS[-1], space.head_channels, 1, 1, side), gpool_kernel(space.head_channels, side),
+            linear_kernel(space.head_channels, space.num_classes)]
     return out
 
 
@@ -212,32 +257,36 @@ def mbconv_kernels(block, side: int) -> list[Kernel]:
     out.append(conv_kernel(mid, mid, block.kernel, block.stride, side, groups=mid))
     side = out[-1].hw_out
     if block.use_se:
-        se = block.se_channels
-        n = mid * side * side
-        # pool + reduce (bias) + expand (bias) + gate multiply: reads the map twice, writes it once
-        out.append(Kernel("se", 2 * mid * se, 2 * mid * se + se + mid, 2 * n, n, 1, 1, mid, mid, side))
+        out.append(se_kernel(mid, block.se_channels, side))
     out.append(conv_kernel(mid, block.out_channels, 1, 1, side))
     if block.residual:
-        out.append(_elementwise("add", block.out_channels, side, 2))
+        out.append(elementwise_kernel("add", block.out_channels, side, 2))
     return out
 
 
 def ofa_head_kernels(spec, last: int, side: int) -> list[Kernel]:
     """Final expand, global pool, feature mix and classifier after ``last`` channels at ``side``."""
-    return [conv_kernel(last, spec.final_expand_channels, 1, 1, side), _gpool(spec.final_expand_channels, side),
-            _linear(spec.final_expand_channels, spec.feature_mix_channels, bias=False),
-            _linear(spec.feature_mix_channels, spec.num_classes)]
+    return [conv_kernel(last, spec.final_expand_channels, 1, 1, side), gpool_kernel(spec.final_expand_channels, side),
+            linear_kernel(spec.final_expand_channels, spec.feature_mix_channels, bias=False),
+            linear_kernel(spec.feature_mix_channels, spec.num_classes)]
 
 
 _BUILDERS = {"nb201": _nb201_kernels, "fbnet": _fbnet_kernels, "ofa": _ofa_kernels}
 
 
 def kernels(space: SearchSpace, arch: Mapping[str, Value]) -> list[Kernel]:
-    """The kernels ``space.build(arch)`` executes at inference, in order (see the module docstring)."""
+    """The kernels ``space.build(arch)`` executes at inference, in order: a hand-written builder (NB201, FBNet,
+    OFA), the space's own ``kernel_list(arch)``, or else traced from the built network (module docstring)."""
+    arch = space.validate(arch)
     builder = _BUILDERS.get(space.name)
-    if builder is None:
-        raise ConfigError(f"no kernel decomposition for space {space.name!r}; supported: {sorted(_BUILDERS)}")
-    return builder(space, space.validate(arch))
+    if builder is not None:
+        return builder(space, arch)
+    kernel_list = getattr(space, "kernel_list", None)
+    if callable(kernel_list):
+        return list(kernel_list(arch))
+    from search_spaces.trace import trace_kernels
+
+    return trace_kernels(space.build(arch), space.input_shape(arch))
 
 
 def flops(space: SearchSpace, arch: Mapping[str, Value]) -> int:
@@ -261,5 +310,8 @@ def nb201_canonical_ops(arch: Mapping[str, Value]) -> list[str]:
 
 
 def supports(space: SearchSpace) -> bool:
-    """Whether :func:`kernels` can decompose networks of ``space``."""
-    return space.name in _BUILDERS
+    """Whether :func:`kernels` can decompose networks of ``space``: every space that builds its networks (a
+    hand-written builder, a ``kernel_list`` method, or the traced network). A network with an op the tracer
+    has no rule for still fails, loudly, when it is decomposed (:func:`search_spaces.trace.trace_kernels`)."""
+    return (space.name in _BUILDERS or callable(getattr(space, "kernel_list", None))
+            or callable(getattr(space, "build", None)))

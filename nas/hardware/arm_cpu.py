@@ -14,6 +14,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nas.errors import DeviceError
 from nas.hardware.measure import Measurement
 from nas.hardware.targets import LocalCPUTarget
@@ -41,10 +43,17 @@ class ArmCPUTarget(LocalCPUTarget):
         self.latency_source = "measured" if self.can_measure else "prior"
 
     def latency_prior(self, space: SearchSpace):
+        """The ARM prior, for every space that builds networks: it prices kernels, and every such space has a
+        kernel decomposition (hand-written, the space's own, or traced from the network: search_spaces.kernels).
+        One network is decomposed here so that an op the tracer has no rule for is a clear error now, not at
+        the search's first prediction."""
         from nas.hardware.priors import load_prior
-        from search_spaces.kernels import supports
+        from search_spaces.kernels import kernels, supports
 
-        return load_prior("arm_cpu") if supports(space) else None
+        if not supports(space):
+            return None
+        kernels(space, space.sample(np.random.default_rng(0)))
+        return load_prior("arm_cpu")
 
     def describe(self) -> dict[str, Any]:
         if self.can_measure:

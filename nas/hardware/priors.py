@@ -5,9 +5,19 @@ kernel type, a non-negative cost per MAC, per byte of activation traffic and per
 public Raspberry Pi 4 (ARM Cortex-A72) measurements HW-NAS-Bench made of 5,000 FBNet-space networks and of
 the NAS-Bench-201 cells that compute something (``nas/assets/tables``). Because it costs *kernels*, not a
 space's choices, it applies to any space with a kernel decomposition (:mod:`search_spaces.kernels`), OFA
-included, which no public ARM table covers. Kernel types the ARM data never executed (OFA's
-squeeze-and-excitation) are costed as their nearest measured kinds: SE's MACs at the pointwise-conv rate, its
-memory traffic at the pooling rate (it is a global pool plus a gating multiply).
+included, which no public ARM table covers. Kernel types the ARM data never executed are costed by a stated
+rule (:data:`BORROW_RULES`), and a run reports which of them its space executes (:meth:`KernelPrior.borrowed`,
+``results.json``: ``predictors.latency.borrowed``):
+
+- ``se`` (OFA's, MobileNetV3's and GhostNet's squeeze-and-excitation): its MACs and launches at the
+  pointwise-conv rates, its memory traffic at the pooling rate (it is a global pool plus a gating multiply);
+- ``concat`` and ``slice`` (ShuffleNetV2's channel split and concat, the ghost module's concat and cut): pure
+  memory copies, so no MACs, and their traffic and launches at the rates of the one pure copy the Pi 4 data
+  did run: the channel shuffle (FBNet's grouped blocks; a reshape-transpose-reshape that reads and writes
+  every element once, as a concat or a split does). The natural donor, ``add``, has all three coefficients
+  at 0 in the fitted prior (every NB201 / FBNet add comes with a fixed set of convolutions, so the fit gives
+  their cost to those), and borrowing from it would price these copies at nothing; shuffle's per-byte rate
+  is not 0 (its per-launch rate is), so a concat or split costs its traffic.
 
 It is a *prior*: another board, runtime or thread count differs in scale and balance. Runs that use it
 alone say so loudly; as soon as measurements of the user's board exist it is calibrated on them
@@ -33,8 +43,23 @@ PRIORS_DIR = Path(__file__).resolve().parents[1] / "assets" / "priors"
 #: Device column and spaces of the public measurements the ARM prior is fitted on.
 ARM_DEVICE = "raspi4"
 ARM_SOURCES = ("fbnet", "nb201")
-# Kernel kinds absent from the ARM data -> (kind whose per-MAC cost, kind whose per-byte cost) they borrow.
-_BORROW = {"se": ("pwconv", "pool")}
+# Kernel kinds absent from the ARM data -> the kinds whose (per-MAC, per-byte, per-launch) costs they borrow
+# (None: the term is dropped; concat and slice have no MACs). Why these donors: the module docstring.
+_BORROW: dict[str, tuple[str | None, str, str]] = {
+    "se": ("pwconv", "pool", "pwconv"),
+    "concat": (None, "shuffle", "shuffle"),
+    "slice": (None, "shuffle", "shuffle"),
+}
+_TERMS = ("MACs", "memory traffic", "launches")
+_WHY = {"se": "a global pool, two tiny 1x1 convs and a gating multiply",
+        "concat": "a pure memory copy, as a channel shuffle is; add's fitted costs are all 0",
+        "slice": "a pure memory copy, as a channel shuffle is; add's fitted costs are all 0"}
+#: The rule each borrowed kind is priced by, in words (what a run's results.json reports).
+BORROW_RULES = {
+    kind: "not in the Raspberry Pi 4 data; priced with " + ", ".join(
+        f"its {term} at the {donor} rate" for term, donor in zip(_TERMS, donors) if donor is not None)
+    + f" ({_WHY[kind]})"
+    for kind, donors in _BORROW.items()}
 # NB201 cells without an input-output path measure ~0 ms (nothing runs); they carry no cost information.
 _MIN_LATENCY_MS = 0.5
 
@@ -46,12 +71,18 @@ def _column(kind: str, term: int) -> int:
 def borrow_unseen_kinds(X: np.ndarray) -> np.ndarray:
     """Move the aggregates of kernel kinds the prior never saw onto the kinds they are costed as."""
     X = np.array(X, dtype=np.float64, copy=True)
-    for kind, (macs_like, bytes_like) in _BORROW.items():
-        X[:, _column(macs_like, 0)] += X[:, _column(kind, 0)]
-        X[:, _column(bytes_like, 1)] += X[:, _column(kind, 1)]
-        X[:, _column(macs_like, 2)] += X[:, _column(kind, 2)]
+    for kind, donors in _BORROW.items():
+        for term, donor in enumerate(donors):
+            if donor is not None:
+                X[:, _column(donor, term)] += X[:, _column(kind, term)]
         X[:, [_column(kind, t) for t in range(3)]] = 0.0
     return X
+
+
+def borrowed_kinds(kernel_features: np.ndarray) -> dict[str, str]:
+    """The borrowed kinds (:data:`BORROW_RULES`) that occur (count > 0) in some row of ``kernel_features``."""
+    X = np.atleast_2d(np.asarray(kernel_features, dtype=np.float64))
+    return {kind: BORROW_RULES[kind] for kind in _BORROW if X.size and np.any(X[:, _column(kind, 2)] > 0)}
 
 
 class KernelPrior:
@@ -77,6 +108,17 @@ class KernelPrior:
         if not len(codes):
             return np.zeros(0)
         return self._predict_features(latency_features_codes(space, codes, "kernel"))
+
+    def borrowed(self, kernel_features: np.ndarray) -> dict[str, str]:
+        """``{kind: rule}`` of the kernel kinds this prior prices by a borrowed rule (the Pi 4 data never ran
+        them) that occur in the ``kernel`` feature rows given (:func:`borrowed_kinds`)."""
+        return borrowed_kinds(kernel_features)
+
+    def borrowed_in(self, space: SearchSpace, archs: Sequence[Mapping[str, Value]]) -> dict[str, str]:
+        """:meth:`borrowed` of the ``kernel`` features of ``archs`` of ``space``."""
+        from predictors.features import latency_features
+
+        return self.borrowed(latency_features(space, archs, "kernel")) if archs else {}
 
     def _predict_features(self, kernel_features: np.ndarray) -> np.ndarray:
         X = borrow_unseen_kinds(kernel_features)
