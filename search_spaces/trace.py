@@ -2,9 +2,10 @@
 
 :func:`trace_kernels` traces ``model`` symbolically with :mod:`torch.fx` (keeping
 :class:`~search_spaces.blocks.layers.SqueezeExcite` and :class:`~search_spaces.blocks.layers.ChannelShuffle`
-whole, as a runtime runs them), runs the graph once on a zeros input in eval mode to learn every tensor's
-shape, and turns each graph node into the kernels of :mod:`search_spaces.kernels` (their constructors, so
-conv / pwconv / dwconv typing and parameter counting keep one home):
+whole, as a runtime runs them) in eval mode, propagates the shapes of a zeros input through the graph
+(without the arithmetic of convolutions and linear layers: :class:`_KernelInterpreter`), and turns each
+graph node into the kernels of :mod:`search_spaces.kernels` (their constructors, so conv / pwconv / dwconv
+typing and parameter counting keep one home):
 
 ============================================================  ==============================================
 op in the graph                                               kernel
@@ -88,6 +89,8 @@ def trace_kernels(model: nn.Module, input_shape: tuple[int, int, int]) -> list[K
     tracer = _Tracer()
     # A root that is itself a leaf (a bare nn.Conv2d) would be traced into functional calls: wrap it.
     root = nn.Sequential(model) if tracer.is_leaf_module(model, "") else model
+    was_training = root.training
+    root.eval()  # trace the inference graph (a forward() may branch on self.training)
     try:
         graph = tracer.trace(root)
     except Exception as exc:  # fx raises several types (TraceError, TypeError, ...) for untraceable code
@@ -95,20 +98,21 @@ def trace_kernels(model: nn.Module, input_shape: tuple[int, int, int]) -> list[K
             f"trace_kernels: torch.fx cannot trace {type(model).__name__} ({type(exc).__name__}: {exc}); its "
             f"forward() must not branch on tensor values (search_spaces/trace.py), or give the space a "
             f"kernel_list(arch) method") from exc
-    first = next(root.parameters(), None)
-    x = torch.zeros(1, *input_shape, dtype=torch.float32 if first is None else first.dtype,
-                    device=None if first is None else first.device)
-    was_training = root.training
-    root.eval()  # BN must use (and not update) its running statistics
-    try:
-        with torch.no_grad():
-            return _KernelInterpreter(root).run(graph, x)
     finally:
         root.train(was_training)
+    with torch.no_grad():
+        return _KernelInterpreter(root).run(graph, torch.zeros(1, *input_shape))
 
 
 class _KernelInterpreter:
-    """Runs a traced graph node by node, keeping each value, and lists the kernels the rules give."""
+    """Runs a traced graph node by node, keeping each value, and lists the kernels the rules give.
+
+    Only shapes matter, so the arithmetic is skipped where a rule knows the output's shape: a convolution or
+    a linear layer yields an uninitialised tensor of its output shape, a BatchNorm, activation, SE or shuffle
+    its input; memory ops (pools, concat, split, slices, views) run on those tensors. A network is never
+    executed (a 224 px network costs about what a 28 px one does, and no worker thread competes for the
+    cores), and a module without a rule is refused before it would run.
+    """
 
     def __init__(self, root: nn.Module) -> None:
         self.root = root
@@ -137,9 +141,7 @@ class _KernelInterpreter:
                 value = _fetch(self.root, node.target)
                 self.owner[node] = None
             elif node.op == "call_module":
-                module = self.modules[node.target]
-                value = module(*args, **kwargs)
-                self._module_rule(node, module, args, value)
+                value = self._module_rule(node, self.modules[node.target], args, kwargs)
             elif node.op == "call_function":
                 value = node.target(*args, **kwargs)
                 self._function_rule(node, node.target, args, kwargs, value)
@@ -164,44 +166,58 @@ class _KernelInterpreter:
         return self.owner.get(inputs[0]) if inputs else None
 
     # ------------------------------------------------------------------------------------------ modules
-    def _module_rule(self, node: fx.Node, module: nn.Module, args: tuple, y: Any) -> None:
+    def _module_rule(self, node: fx.Node, module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        """The kernel of a module call and its output (of the right shape; see the class docstring)."""
         what = f"module {node.target!r} ({type(module).__name__})"
+        x = args[0] if args else None
+        if isinstance(module, nn.Flatten):
+            self._pass(node)
+            return module(x)
         if isinstance(module, FUSED_MODULES):
             self._pass(node)
-            return
-        x = args[0] if args else None
+            return x
         if isinstance(module, nn.Conv2d):
+            y = _conv_output(node, module, x, what)
             self._conv(node, module, _map(node, x, what), _map(node, y, what), what)
-        elif isinstance(module, nn.BatchNorm2d):
+            return y
+        if isinstance(module, nn.BatchNorm2d):
             source = self._input_owner(node)
             if source is None:
                 raise _no_rule(node, f"{what} that reads no kernel's output (the network input)")
+            _map(node, x, what)
             bn_params = sum(p.numel() for p in module.parameters())
             self.kernels[source] = replace(self.kernels[source], params=self.kernels[source].params + bn_params)
             self.owner[node] = source
-        elif isinstance(module, SqueezeExcite):
+            return x
+        if isinstance(module, SqueezeExcite):
             c, side = _map(node, x, what)
             self._emit(node, se_kernel(c, module.reduce.out_channels, side))
-        elif isinstance(module, ChannelShuffle):
+            return x
+        if isinstance(module, ChannelShuffle):
             c, side = _map(node, x, what)
             self._emit(node, elementwise_kernel("shuffle", c, side))
-        elif isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+            return x
+        if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
             c, side = _map(node, x, what)
+            y = module(x)
             if _map(node, y, what)[1] != 1:
                 raise _no_rule(node, f"{what} to an output size other than 1")
             self._emit(node, gpool_kernel(c, side))
-        elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+            return y
+        if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
             k, stride = _square(module.kernel_size), _square(module.stride)
             if k is None or stride is None or _square(getattr(module, "dilation", 1)) != 1:
                 raise _no_rule(node, f"{what} with a non-square window or stride, or dilation")
             c, side = _map(node, x, what)
+            y = module(x)
             self._emit(node, pool_kernel(c, side, k, stride, side_out=_map(node, y, what)[1]))
-        elif isinstance(module, nn.Linear):
-            if not isinstance(x, torch.Tensor) or x.dim() != 2:
-                raise _no_rule(node, f"{what} on an input that is not (batch, features)")
+            return y
+        if isinstance(module, nn.Linear):
+            if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != module.in_features:
+                raise _no_rule(node, f"{what} on an input that is not (batch, {module.in_features})")
             self._emit(node, linear_kernel(module.in_features, module.out_features, bias=module.bias is not None))
-        else:
-            raise _no_rule(node, what)
+            return torch.empty(x.shape[0], module.out_features)
+        raise _no_rule(node, what)
 
     def _conv(self, node: fx.Node, conv: nn.Conv2d, x: tuple[int, int], y: tuple[int, int], what: str) -> None:
         k, stride = _square(conv.kernel_size), _square(conv.stride)
@@ -306,6 +322,21 @@ class _KernelInterpreter:
 
 
 # ---------------------------------------------------------------------------------------------- utilities
+def _conv_output(node: fx.Node, conv: nn.Conv2d, x: Any, what: str) -> torch.Tensor:
+    """An uninitialised tensor of the shape ``conv(x)`` has (torch's output-size formula; no arithmetic)."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != conv.in_channels:
+        raise _no_rule(node, f"{what} on an input that is not (batch, {conv.in_channels}, H, W)")
+    sizes = []
+    for d, size in enumerate(x.shape[2:]):
+        if conv.padding == "same":
+            sizes.append(int(size))  # torch allows 'same' with stride 1 only
+            continue
+        pad = 0 if conv.padding == "valid" else conv.padding[d]
+        span = conv.dilation[d] * (conv.kernel_size[d] - 1) + 1
+        sizes.append((int(size) + 2 * pad - span) // conv.stride[d] + 1)
+    return torch.empty(x.shape[0], conv.out_channels, *sizes)
+
+
 def _fetch(root: nn.Module, target: str) -> Any:
     value: Any = root
     for part in target.split("."):
