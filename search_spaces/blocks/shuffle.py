@@ -80,7 +80,9 @@ class ShuffleUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.proj is None:
-            keep, x = x.chunk(2, dim=1)
+            # split with a constant size, not chunk: the ONNX exporter writes chunk as Shape / Gather / Div / Slice
+            # arithmetic on the runtime shape, split as one Split node
+            keep, x = x.split(self.in_channels // 2, dim=1)
         else:
             keep = self.proj(x)
         return self.shuffle(torch.cat([keep, self.main(x)], dim=1))
