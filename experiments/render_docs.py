@@ -441,6 +441,79 @@ def search_speed(res: Results) -> str:
     return text + body + "\n" + footer(res.source("search_speed.json"))
 
 
+# -- flops_vs_latency.json (experiments/flops_vs_latency.py; written ahead of its full run)
+_FVL_GROUPS = {"all_spaces": "all four spaces together", "presets_28": "presets at 28 px",
+               "presets_224": "presets at 224 px"}
+
+
+def _fvl_answer(d: Node) -> str:
+    """The one-sentence answer, from the numbers: which family is slowest per MAC, and what ranks latency."""
+    fam = d["families"]["random_archs"]
+    per_mac = {name: fam[name]["ms_per_mmac_median"] for name in fam if name != "blocks"}  # blocks mixes them
+    slow, fast = max(per_mac, key=per_mac.get), min(per_mac, key=per_mac.get)
+    rho = d["groups"]["all_spaces"]["spearman"]
+    inv = d["groups"]["all_spaces"]["inversions"]
+    th = d["thresholds"]
+    better = "better" if (rho["kernels"] or -1) > (rho["macs"] or -1) else "no better"
+    text = (f"Per MAC, `{slow}` networks are the slowest here: their random archs take "
+            f"{per_mac[slow] / per_mac[fast]:.1f}x the time per MAC of `{fast}`'s (median {per_mac[slow]:.3f} vs "
+            f"{per_mac[fast]:.3f} ms per million MACs) and run a median {fam[slow]['kernels_median']:.0f} kernels "
+            f"against {fam[fast]['kernels_median']:.0f}; across the four spaces the kernel count ranks latency "
+            f"{better} than MACs do (Spearman {rho['kernels']:.2f} vs {rho['macs']:.2f}), and of the "
+            f"{inv['pairs_with_fewer_macs']:,} pairs where one network has at least {pct(th['fewer_macs'])} fewer "
+            f"MACs, {inv['count']:,} have it more than {pct(th['slower'])} slower ({inv['across_families']:,} of them "
+            f"pairs of two families)")
+    if "presets_224" in d["families"]:
+        big = d["families"]["presets_224"]
+        big_mac = {name: big[name]["ms_per_mmac_median"] for name in big}
+        slow224, fast224 = max(big_mac, key=big_mac.get), min(big_mac, key=big_mac.get)
+        text += (f"; at 224 px the presets slowest per MAC are `{slow224}`'s "
+                 f"({big_mac[slow224] / big_mac[fast224]:.1f}x the time per MAC of `{fast224}`'s)")
+    return text + "."
+
+
+@renderer(pending_on="flops_vs_latency.json")
+def flops_vs_latency(res: Results) -> str:
+    """MACs, parameters, kernel count and the arm_cpu prior against latency measured on this CPU, and inversions."""
+    d = res.load("flops_vs_latency.json")
+    args, th = d["args"], d["thresholds"]
+    if args["quick"]:
+        raise RenderError("experiments/results/flops_vs_latency.json is a --quick smoke test; run "
+                          "`python experiments/flops_vs_latency.py` (the full benchmark) before rendering the docs")
+    m = d["target"]["measure"]
+    text = (f"{args['archs']} random archs of each block space at the configuration `+space=NAME` searches "
+            f"(28x28x1 input, 10 classes) and every preset at 28 px and at 224 px, measured on this machine's CPU "
+            f"by the `cpu` target ({d['target']['runtime']}, {m['threads']} thread, drift correction "
+            f"{'on' if m['reference'] else 'off'}), and scored by the {d['prior']['name']} (a Raspberry Pi 4 model: "
+            f"only its ranking compares with this CPU). Spearman (Kendall) of each quantity with the measured "
+            f"latency; an inversion is a pair where one network has at least {pct(th['fewer_macs'])} fewer MACs "
+            f"and is more than {pct(th['slower'])} slower.\n\n")
+    rows = []
+    for name in d["groups"]:
+        g = d["groups"][name]
+        rho, tau, inv = g["spearman"], g["kendall"], g["inversions"]
+        rows.append([_FVL_GROUPS.get(name, f"`{name}`"), str(g["n"])]
+                    + ["-" if rho[k] is None else f"{rho[k]:.2f} ({tau[k]:.2f})"
+                       for k in ("macs", "params", "kernels", "prior_ms")]
+                    + [f"{inv['count']:,} of {inv['pairs_with_fewer_macs']:,}", f"{g['ms_per_mmac_median']:.3f}"])
+    body = table(["networks", "n", "MACs", "params", "kernels", "`arm_cpu` prior", "inversions",
+                  "ms per M MACs (median)"], rows)
+    presets = sorted((r for r in d["networks"] if r["group"] == "presets_224"), key=lambda r: r["macs"])
+    body += "\n\nPresets at 224 px (1000 classes):\n\n" + table(
+        ["preset", "M MACs", "params", "kernels", "measured ms", "prior ms"],
+        [[f"`{r['name']}`", f"{r['macs'] / 1e6:.0f}", f"{r['params']:,}", str(r["kernels"]),
+          f"{r['latency_ms']:.2f}", f"{r['prior_ms']:.1f}"] for r in presets])
+    striking = []
+    for name in ("presets_224", "presets_28", "all_spaces"):
+        for s in list(d["groups"][name]["inversions"]["striking"])[:2] if name in d["groups"] else []:
+            striking.append(f"`{s['fewer_macs']}` has {pct(1 - s['macs_ratio'])} fewer MACs than `{s['more_macs']}` "
+                            f"and runs {s['latency_ratio']:.2f}x its time ({s['latency_ms'][0]:.3f} vs "
+                            f"{s['latency_ms'][1]:.3f} ms; {_FVL_GROUPS.get(name, name)})")
+    if striking:
+        body += "\n\nThe most striking inversions: " + "; ".join(striking) + "."
+    return (text + body + "\n\n" + _fvl_answer(d) + "\n" + footer(res.source("flops_vs_latency.json")))
+
+
 # -- shared_machine.json (written by experiments/shared_machine.py; not run yet when this renderer was written)
 @renderer(pending_on="shared_machine.json")
 def shared_machine(res: Results) -> str:
