@@ -120,7 +120,7 @@ def _space_kernel_table(space: SearchSpace, codes: np.ndarray) -> np.ndarray | N
     table = np.asarray(table, dtype=np.float64)
     if table.shape != (len(codes), 3 * len(KINDS)):
         raise ConfigError(f"{space.name}: kernel_features_codes returned shape {table.shape}, expected "
-                          f"({len(codes)}, {3 * len(KINDS)}) (3 columns per kernel kind of search_spaces.kernels.KINDS)")
+                          f"({len(codes)}, {3 * len(KINDS)}) (3 columns per kind of search_spaces.kernels.KINDS)")
     return table
 
 

@@ -76,6 +76,9 @@ _ADD_METHODS = ("add", "add_")
 _CAT_FUNCTIONS = (torch.cat, torch.concat)
 _SPLIT_FUNCTIONS = (torch.chunk, torch.split, torch.tensor_split)
 _SPLIT_METHODS = ("chunk", "split", "tensor_split")
+_FUNCTIONS = frozenset((*_VIEW_FUNCTIONS, *_ADD_FUNCTIONS, *_CAT_FUNCTIONS, *_SPLIT_FUNCTIONS, operator.getitem,
+                        torch.mean))
+_METHODS = frozenset((*_VIEW_METHODS, *_ADD_METHODS, *_SPLIT_METHODS, "mean"))
 
 
 class _Tracer(fx.Tracer):
@@ -142,10 +145,21 @@ class _KernelInterpreter:
                 self.owner[node] = None
             elif node.op == "call_module":
                 value = self._module_rule(node, self.modules[node.target], args, kwargs)
+            elif not _has_tensor((args, kwargs)):
+                # Python arithmetic on sizes (x.shape[1] // 2): no kernel, whatever the function
+                value = node.target(*args, **kwargs) if node.op == "call_function" else \
+                    getattr(args[0], node.target)(*args[1:], **kwargs)
+                if isinstance(value, torch.Tensor):
+                    raise _no_rule(node, f"{_describe(node)} creating a tensor")
+                self.owner[node] = None
             elif node.op == "call_function":
+                if node.target not in _FUNCTIONS:  # refused before it runs
+                    raise _no_rule(node, _describe(node))
                 value = node.target(*args, **kwargs)
                 self._function_rule(node, node.target, args, kwargs, value)
             else:  # call_method
+                if node.target not in _METHODS:
+                    raise _no_rule(node, _describe(node))
                 value = getattr(args[0], node.target)(*args[1:], **kwargs)
                 self._method_rule(node, node.target, args, kwargs, value)
             values[node] = value
@@ -236,7 +250,7 @@ class _KernelInterpreter:
 
     # ------------------------------------------------------------------------------------------ functions
     def _function_rule(self, node: fx.Node, fn: Callable, args: tuple, kwargs: dict, y: Any) -> None:
-        what = f"function {_name(fn)}"
+        what = _describe(node)
         if fn in _VIEW_FUNCTIONS:
             self._pass(node)
         elif fn in _ADD_FUNCTIONS:
@@ -256,7 +270,7 @@ class _KernelInterpreter:
             raise _no_rule(node, what)
 
     def _method_rule(self, node: fx.Node, method: str, args: tuple, kwargs: dict, y: Any) -> None:
-        what = f"method Tensor.{method}"
+        what = _describe(node)
         if method in _VIEW_METHODS:
             self._pass(node)
         elif method in _ADD_METHODS:
@@ -347,6 +361,20 @@ def _fetch(root: nn.Module, target: str) -> Any:
 def _no_rule(node: fx.Node, what: str) -> ConfigError:
     return ConfigError(f"kernel decomposition: no rule for {what} (graph node {node.name!r}); "
                        f"search_spaces/trace.py needs a rule for it (or the space a kernel_list(arch) method)")
+
+
+def _has_tensor(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, (tuple, list)):
+        return any(_has_tensor(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_tensor(v) for v in value.values())
+    return False
+
+
+def _describe(node: fx.Node) -> str:
+    return f"function {_name(node.target)}" if node.op == "call_function" else f"method Tensor.{node.target}"
 
 
 def _name(fn: Callable) -> str:

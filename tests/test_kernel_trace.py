@@ -175,6 +175,21 @@ def test_residual_add_and_fused_activations():
     assert (ks[1].in_elems, ks[1].out_elems) == (2 * 100, 100)
 
 
+def test_arithmetic_on_sizes_is_no_kernel():
+    class HalfAndHalf(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(8, 8, 1, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            c = x.shape[1] // 2  # traced as getattr + getitem + floordiv on sizes
+            return torch.cat([x[:, :c], self.conv(x)[:, c:]], dim=1)
+
+    ks = trace_kernels(HalfAndHalf(), (8, 4, 4))
+    assert [k.kind for k in ks] == ["slice", "pwconv", "slice", "concat"]
+    assert [(k.c_in, k.c_out) for k in ks] == [(8, 4), (8, 8), (8, 4), (8, 8)]
+
+
 # ------------------------------------------------------------------------- ops without a rule
 class Sigmoid(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -191,6 +206,11 @@ class CatRows(nn.Module):
         return torch.cat([x, x], dim=2)
 
 
+class Permute(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1)
+
+
 class Branchy(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x if x.sum() > 0 else -x
@@ -203,6 +223,7 @@ class Branchy(nn.Module):
     (CatRows(), "torch.cat"),
     (nn.Conv2d(3, 3, 3, padding=2, dilation=2), "dilation"),
     (nn.Sequential(nn.BatchNorm2d(3)), "BatchNorm2d"),
+    (Permute(), "Tensor.permute"),
 ])
 def test_an_op_without_a_rule_is_a_clear_error(model, named):
     with pytest.raises(ConfigError, match="search_spaces/trace.py needs a rule") as info:
