@@ -15,9 +15,10 @@ rule (:data:`BORROW_RULES`), and a run reports which of them its space executes 
   memory copies, so no MACs, and their traffic and launches at the rates of the one pure copy the Pi 4 data
   did run: the channel shuffle (FBNet's grouped blocks; a reshape-transpose-reshape that reads and writes
   every element once, as a concat or a split does). The natural donor, ``add``, has all three coefficients
-  at 0 in the fitted prior (every NB201 / FBNet add comes with a fixed set of convolutions, so the fit gives
-  their cost to those), and borrowing from it would price these copies at nothing; shuffle's per-byte rate
-  is not 0 (its per-launch rate is), so a concat or split costs its traffic.
+  at 0 in the fitted prior (probably because every add in NB201 and FBNet comes with the convolutions of its
+  block, which take its cost in the fit), and borrowing from it would price these copies at nothing;
+  shuffle's per-byte rate is not 0 (its per-launch rate is), so a concat or split costs its traffic
+  (``tests/test_kernel_trace.py`` checks both facts on the shipped prior).
 
 It is a *prior*: another board, runtime or thread count differs in scale and balance. Runs that use it
 alone say so loudly; as soon as measurements of the user's board exist it is calibrated on them
