@@ -52,6 +52,21 @@ def _make_space(name: str, options: dict[str, object]) -> SearchSpace:
     return cls(**options)
 
 
+def _overrides(space: SearchSpace) -> list[str]:
+    """The ``space.KEY=VALUE`` options (other than sizes, which come from the data) in which ``space`` differs from
+    its defaults: what ``python -m nas.search +space=NAME ... arch=...`` needs to evaluate a preset's arch."""
+    defaults = {k: p.default for k, p in inspect.signature(type(space)).parameters.items()}
+    sizes = ("width_mult", "resolution", "num_classes", "in_channels")
+    out = []
+    for key, value in space.config().items():
+        default = defaults.get(key)
+        default = list(default) if isinstance(default, tuple) else default
+        if key not in sizes and value != default:
+            shown = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            out.append(f"space.{key}={shown}")
+    return out
+
+
 def describe(args: argparse.Namespace) -> dict[str, object]:
     given = {
         "width_mult": args.width,
@@ -71,7 +86,7 @@ def describe(args: argparse.Namespace) -> dict[str, object]:
         space = preset.build_space()
         arch = preset.arch(space)
         extra = {"preset": preset.name, "space_config": space.config(), "reference": preset.reference,
-                 "reference_params": preset.reference_params}
+                 "reference_params": preset.reference_params, "space_overrides": _overrides(space)}
     else:
         if args.arch is None:
             raise UserError("describe needs --arch JSON (or --preset NAME; see python -m search_spaces presets)")

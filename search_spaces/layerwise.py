@@ -131,6 +131,10 @@ class Family(abc.ABC):
     def owns(self, op: object) -> bool:
         return isinstance(op, str) and (op == self.name or op.startswith(self.name + "_"))
 
+    def why_not(self, layer: Layer, op: str) -> str | None:
+        """Why ``op`` (a name of this family that ``layer`` does not offer) cannot be this layer, if known."""
+        return self.refusal(layer)
+
 
 class SkipFamily(Family):
     """The identity, where a layer keeps its shape (stride 1, as many output as input channels)."""
@@ -251,6 +255,12 @@ class GhostFamily(Family):
 
     def ops(self, layer: Layer) -> tuple[str, ...]:
         return tuple(self._table(layer))
+
+    def why_not(self, layer: Layer, op: str) -> str | None:
+        if "_k" in op and not has_kernel_choice(layer.in_channels, layer.out_channels, layer.stride):
+            return (f"this layer ({layer.describe()}) has no depthwise conv whose kernel size matters, so its Ghost "
+                    f"ops have no _k part (e.g. {op.replace('_k' + op.split('_k')[1].split('_')[0], '')})")
+        return None
 
     def params(self, op: str) -> dict[str, Any]:
         parts = op.split("_")[1:]
@@ -419,7 +429,7 @@ class LayerwiseSpace(WeightSharingSpace):
         self._counts = np.array([len(v) for v in self._choices.values()], dtype=np.intp)
         self._offsets = np.concatenate([[0], np.cumsum(self._counts)[:-1]]).astype(np.intp)
         self._kernel_table: tuple[np.ndarray, np.ndarray] | None = None  # built on first use (traces every op)
-        self._piece_kernels: dict[tuple[int, str], list] = {}
+        self._piece_kernels: dict[tuple, list] = {}
 
     # ------------------------------------------------------------------ definition
     def config(self) -> dict[str, Any]:
@@ -450,7 +460,7 @@ class LayerwiseSpace(WeightSharingSpace):
                 if op in self._choices[label]:
                     continue
                 for family in families:
-                    reason = family.refusal(layer) if family.owns(op) else None
+                    reason = family.why_not(layer, op) if family.owns(op) else None
                     if reason:
                         options = list(self._choices[label])
                         shown = options if len(options) <= 8 else [*options[:8], f"... ({len(options)} ops)"]
@@ -552,12 +562,14 @@ class LayerwiseSpace(WeightSharingSpace):
         return out + [side]
 
     def _piece(self, index: int, op: str) -> list:
-        key = (index, op)
+        sides = self.sides()
+        # Layers of one shape at one feature-map side run the same kernels: trace each such op once.
+        layer = self.plan.layers[index] if 0 <= index < len(self.labels) else index
+        key = (layer, sides[index] if 0 <= index < len(self.labels) else None, op)
         cached = self._piece_kernels.get(key)
         if cached is None:
             from search_spaces.trace import trace_kernels
 
-            sides = self.sides()
             if op == "stem":
                 module, shape = _stem(self), (self.in_channels, self.resolution, self.resolution)
             elif op == "head":

@@ -51,6 +51,7 @@ _V3_SMALL = (
 )
 _V3_MIX = {"v3_large": 1280, "v3_small": 1024}
 PLANS = ("v2", "v3_large", "v3_small")
+_DEFAULT_EXPAND = (1, 3, 4, 6)
 
 
 def _ratio(expanded: int, c_in: int) -> float:
@@ -98,7 +99,7 @@ class MobileNetSpace(LayerwiseSpace):
         num_classes: int = 10,
         in_channels: int = 1,
         kernel_sizes: Iterable[int] = (3, 5, 7),
-        expand_ratios: Iterable[float] = (1, 3, 4, 6),
+        expand_ratios: Iterable[float] = _DEFAULT_EXPAND,
         se: bool = True,
         dropout: float = 0.2,
     ) -> None:
@@ -129,9 +130,9 @@ _IMAGENET = {"width_mult": 1.0, "resolution": 224, "num_classes": 1000, "in_chan
 
 def _v2_preset() -> Preset:
     ops = tuple("mb_k3_e1" if i == 0 else "mb_k3_e6" for i in range(sum(n for _t, _c, n, _s in _V2)))
-    return Preset("mobilenet_v2", "mobilenet", {"plan": "v2", **_IMAGENET, "kernel_sizes": [3],
-                                                 "expand_ratios": [1, 6], "se": False},
-                  ops, "torchvision.models.mobilenet_v2", 3_504_872)
+    # Its ops (k3, expand 1 and 6, no SE) are among the default choices: only the plan and the sizes differ.
+    return Preset("mobilenet_v2", "mobilenet", {"plan": "v2", **_IMAGENET}, ops, "torchvision.models.mobilenet_v2",
+                  3_504_872)
 
 
 def _v3_preset(plan: str, params: int) -> Preset:
@@ -141,7 +142,8 @@ def _v3_preset(plan: str, params: int) -> Preset:
         ratios.add(e)
         ops.append(f"mb_k{k}_e{e:g}{'_se' if se else ''}")
         c_in = c
-    config = {"plan": plan, **_IMAGENET, "kernel_sizes": [3, 5], "expand_ratios": sorted(ratios), "se": True}
+    # The paper's expansions (2.3, 2.5 / 3.67, 4.5) added to the default choices.
+    config = {"plan": plan, **_IMAGENET, "expand_ratios": sorted(ratios | set(_DEFAULT_EXPAND))}
     return Preset(f"mobilenet_{plan}", "mobilenet", config, tuple(ops), f"torchvision.models.mobilenet_{plan}", params)
 
 

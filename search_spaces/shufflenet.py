@@ -94,6 +94,5 @@ class ShuffleNetSpace(LayerwiseSpace):
 for _name, _params in _REFERENCE_PARAMS.items():
     register_preset(Preset(
         f"shufflenet_v2_{_name}", "shufflenet",
-        {"plan": _name, "width_mult": 1.0, "resolution": 224, "num_classes": 1000, "in_channels": 3,
-         "kernel_sizes": [3, 5, 7], "xception": True},
+        {"plan": _name, "width_mult": 1.0, "resolution": 224, "num_classes": 1000, "in_channels": 3},
         ("shuffle_k3",) * sum(PLANS[_name][2]), f"torchvision.models.shufflenet_v2_{_name}", _params))
