@@ -441,6 +441,34 @@ def search_speed(res: Results) -> str:
     return text + body + "\n" + footer(res.source("search_speed.json"))
 
 
+# -- search_speed_spaces.json (search_speed.py --space all; written ahead of its final run)
+@renderer(pending_on="search_speed_spaces.json")
+def search_speed_spaces(res: Results) -> str:
+    """The search loop's rate on each space beside the OFA space's (the block spaces' acceptance: within 2x)."""
+    d = res.load("search_speed_spaces.json")
+    acc = d["acceptance"]
+    paths = [key for key in _SPEED_PATHS if key in d]
+    names = list(d[paths[0]])
+    rows = []
+    for name in names:
+        row = [f"`{name}`"]
+        for key in paths:
+            r = d[key][name]
+            row.append(f"{r['archs_per_second']:,}")
+            row.append("1 (yardstick)" if "ratio_to_ofa" not in r else
+                       f"{r['ratio_to_ofa']:.2f}x" + ("" if r["passed"] else " **below**"))
+        rows.append(row)
+    header = ["space"] + [h for key in paths for h in (f"archs/s, {_SPEED_PATHS[key]}", "/ ofa's")]
+    first = d[paths[0]]["ofa"]
+    loads = [v for key in paths for name in names for v in d[key][name]["load_average_1min"]]
+    text = (f"The main command's search loop (`evolution`, population {first['population']}, {first['queries']:,} "
+            f"archs per run, median of {first['repeats']} repeats) on each space as `+space=NAME` configures it, "
+            f"timed alternately with the OFA space; {d['threads']}; load average {min(loads):.2f}-{max(loads):.2f}. "
+            f"Acceptance: {acc['rule']}; "
+            + ("every space passes." if d["passed"] else "**not every space passes**.") + "\n\n")
+    return text + table(header, rows) + "\n" + footer(res.source("search_speed_spaces.json"))
+
+
 # -- flops_vs_latency.json (experiments/flops_vs_latency.py; written ahead of its full run)
 _FVL_GROUPS = {"all_spaces": "all four spaces together", "presets_28": "presets at 28 px",
                "presets_224": "presets at 224 px"}
