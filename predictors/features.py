@@ -30,6 +30,7 @@ from nas.arch import Value
 from nas.errors import ConfigError
 from search_spaces.base import SearchSpace
 from search_spaces.kernels import (
+    kernel_row,
     KINDS,
     Kernel,
     kernels,
@@ -42,14 +43,6 @@ from search_spaces.kernels import (
 FEATURE_KINDS = ("onehot", "kernel", "flops", "params", "encoding")
 
 
-def _kernel_row(ks: Sequence[Kernel]) -> np.ndarray:
-    row = np.zeros(3 * len(KINDS))
-    for k in ks:
-        i = 3 * KINDS.index(k.kind)
-        row[i] += k.flops / 1e6
-        row[i + 1] += k.bytes / 1e6
-        row[i + 2] += 1.0
-    return row
 
 
 def _executed(space: SearchSpace, arch: Mapping[str, Value]) -> Mapping[str, Value]:
@@ -87,18 +80,18 @@ def latency_features(space: SearchSpace, archs: Sequence[Mapping[str, Value]], k
             rows.append(_onehot(space, arch))
             continue
         if kind == "encoding" and table is not None:
-            ks, kernel_row = None, table[index]
+            ks, per_kind = None, table[index]
         else:
             ks = kernels(space, arch)
-            kernel_row = _kernel_row(ks)
+            per_kind = kernel_row(ks)
         if kind == "kernel":
-            rows.append(kernel_row)
+            rows.append(per_kind)
         elif kind == "flops":
             rows.append(np.array([sum(k.flops for k in ks) / 1e6]))
         elif kind == "params":
             rows.append(np.array([sum(k.params for k in ks) / 1e6]))
         else:  # encoding
-            parts = [_onehot(space, arch), kernel_row]
+            parts = [_onehot(space, arch), per_kind]
             if space.name == "nb201":
                 # The cell as written too: HW-NAS-Bench's runtime does not prune every dead edge (some cells
                 # that compute the same function measure 2.8 ms and others 20 ms), so the raw ops carry signal.
@@ -157,14 +150,14 @@ def _ofa_kernel_tables(space) -> tuple[np.ndarray, np.ndarray]:
         for a, r in enumerate(space.resolutions):
             sides = space._sides(r)  # after the stem, then after each stage
             first = mbconv_kernels(spec.blocks[0], sides[0])
-            fixed[a] = _kernel_row(ofa_stem_kernels(spec, r) + first +
+            fixed[a] = kernel_row(ofa_stem_kernels(spec, r) + first +
                                    ofa_head_kernels(spec, space.stage_widths[-1], sides[-1]))
             for i in range(n_stages):
                 for j in range(space.max_depth):
                     side = sides[i] if j == 0 else sides[i + 1]
                     for b, k in enumerate(space.kernel_sizes):
                         for c, e in enumerate(space.expand_ratios):
-                            slots[a, i, j, b, c] = _kernel_row(mbconv_kernels(space._block_spec(i + 1, j, k, e), side))
+                            slots[a, i, j, b, c] = kernel_row(mbconv_kernels(space._block_spec(i + 1, j, k, e), side))
         # Rows as OFASpace.slot_table_rows reads them: flattened, and a zero row for inactive slots.
         tables = _OFA_TABLES[space] = (fixed, np.concatenate([slots.reshape(-1, slots.shape[-1]),
                                                               np.zeros((1, slots.shape[-1]))]))

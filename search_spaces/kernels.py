@@ -51,6 +51,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from nas.arch import Value
 from search_spaces.base import SearchSpace
 
@@ -77,6 +79,18 @@ class Kernel:
     def bytes(self) -> int:
         """fp32 activation traffic, the memory-bound kernels' cost driver."""
         return 4 * (self.in_elems + self.out_elems)
+
+
+def kernel_row(ks: Sequence[Kernel]) -> np.ndarray:
+    """Per kind (in :data:`KINDS` order): MMACs, MB of fp32 activation traffic and the kernel count, summed over
+    ``ks``: the ``kernel`` latency features (:mod:`predictors.features`)."""
+    row = np.zeros(3 * len(KINDS))
+    for k in ks:
+        i = 3 * KINDS.index(k.kind)
+        row[i] += k.flops / 1e6
+        row[i + 1] += k.bytes / 1e6
+        row[i + 2] += 1.0
+    return row
 
 
 def _out_side(side: int, stride: int) -> int:

@@ -582,10 +582,10 @@ class LayerwiseSpace(WeightSharingSpace):
 
     def _kernel_tables(self) -> tuple[np.ndarray, np.ndarray]:
         if self._kernel_table is None:
-            from predictors.features import _kernel_row
+            from search_spaces.kernels import kernel_row
 
-            fixed = _kernel_row(self._piece(-1, "stem") + self._piece(len(self.labels), "head"))
-            rows = [_kernel_row(self._piece(i, op)) for i, ops in enumerate(self._choices.values()) for op in ops]
+            fixed = kernel_row(self._piece(-1, "stem") + self._piece(len(self.labels), "head"))
+            rows = [kernel_row(self._piece(i, op)) for i, ops in enumerate(self._choices.values()) for op in ops]
             self._kernel_table = (fixed, np.stack(rows))
         return self._kernel_table
 

@@ -529,7 +529,8 @@ needs_trace = pytest.mark.skipif(trace is None, reason="search_spaces.trace (ker
 @needs_trace
 @pytest.mark.parametrize("name", NAMES)
 def test_kernel_decomposition_equals_the_built_network(name: str) -> None:
-    from predictors.features import _kernel_row, latency_features
+    from predictors.features import latency_features
+    from search_spaces.kernels import kernel_row
     from search_spaces.kernels import kernels
 
     space = space_of(name)
@@ -543,8 +544,8 @@ def test_kernel_decomposition_equals_the_built_network(name: str) -> None:
         assert sum(k.flops for k in listed) == count_macs(net, shape)
         traced = trace.trace_kernels(net, shape)  # the whole built network, traced at once
         assert listed == traced  # per-piece tracing (stem, each layer's op, head) gives the same kernels
-        np.testing.assert_allclose(row, _kernel_row(listed), rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(row, _kernel_row(traced), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(row, kernel_row(listed), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(row, kernel_row(traced), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(space.cost_features(arch), row, rtol=1e-12, atol=1e-12)
         assert sum(k.params for k in listed) == count_params(net)
     np.testing.assert_allclose(space.cost_features_many(archs), table, rtol=1e-12, atol=1e-12)

@@ -15,7 +15,8 @@ import search_spaces  # noqa: F401  (registers the spaces)
 from nas.errors import ConfigError
 from nas.hardware.priors import BORROW_RULES, load_prior
 from nas.registry import SPACES
-from predictors.features import _kernel_row, latency_features, latency_features_codes
+from predictors.features import latency_features, latency_features_codes
+from search_spaces.kernels import kernel_row
 from search_spaces.base import SearchSpace
 from search_spaces.blocks.layers import ChannelShuffle, ConvBNAct, SqueezeExcite
 from search_spaces.fbnet import FBNetSpace
@@ -73,7 +74,7 @@ def test_decomposition_totals_equal_the_built_network_for_every_space(name, one_
         if callable(getattr(space, "kernel_features_codes", None)):
             # the space's own table (per-block traces) agrees with tracing the whole network
             np.testing.assert_allclose(latency_features(space, [arch], "kernel")[0],
-                                       _kernel_row(trace_kernels(model, shape)), rtol=1e-12, atol=1e-12)
+                                       kernel_row(trace_kernels(model, shape)), rtol=1e-12, atol=1e-12)
 
 
 def test_modules_are_left_as_they_were():
@@ -312,7 +313,7 @@ def test_prior_prices_concat_and_slice_above_zero():
     add, shuffle = 3 * KINDS.index("add"), 3 * KINDS.index("shuffle")
     assert np.all(coef[add:add + 3] == 0) and coef[shuffle + 1] > 0  # why concat/slice borrow shuffle's rates
     model = nn.Sequential(*[GhostModule(16, 16) for _ in range(6)])  # six concats
-    X = _kernel_row(trace_kernels(model, (16, 16, 16)))[None]
+    X = kernel_row(trace_kernels(model, (16, 16, 16)))[None]
     concat = 3 * KINDS.index("concat")
     assert X[0, concat + 2] == 6
     without = X.copy()
