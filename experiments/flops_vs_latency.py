@@ -27,7 +27,8 @@ and the inversions: pairs where one network has at least ``FEWER_MACS`` fewer MA
 Prints the tables, writes ``experiments/results/flops_vs_latency.json`` (through ``results_io``) and the
 scatter plot ``docs/img/flops_vs_latency.png`` (MACs vs measured latency, log axes, one colour per family;
 the presets at 224 px labelled in the second panel). ``--quick`` (5 archs per space, presets at 28 px only)
-is a smoke test: its JSON says so, and the docs renderer refuses it. The measurements run serially (the
+is a smoke test: it writes under ``outputs/flops_vs_latency_quick/`` instead, its JSON says so, and the docs
+renderer refuses it. The measurements run serially (the
 target holds the machine-wide measurement lock); run the full benchmark on an otherwise idle machine.
 """
 
@@ -70,6 +71,8 @@ FEWER_MACS = 0.10
 SLOWER = 0.10
 STRIKING = 5
 QUICK_ARCHS = 5
+#: Where --quick writes (git-ignored), so a smoke test leaves the docs' JSON and plot alone.
+QUICK_DIR = Path("outputs") / "flops_vs_latency_quick"
 #: What each number is correlated with the measured latency for.
 PREDICTORS = ("macs", "params", "kernels", "prior_ms")
 
@@ -317,11 +320,15 @@ def main() -> None:
     parser.add_argument("--no-presets", action="store_true", help="random archs only")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke test: {QUICK_ARCHS} archs per space, presets at 28 px only (not for the docs)")
-    parser.add_argument("--out", default=OUT, help=f"results JSON (default experiments/results/{OUT})")
-    parser.add_argument("--plot", type=Path, default=PLOT, help="scatter plot PNG (default docs/img/...)")
+    parser.add_argument("--out", default=None,
+                        help=f"results JSON (default experiments/results/{OUT}; with --quick {QUICK_DIR}/{OUT})")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help=f"scatter plot PNG (default docs/img/{PLOT.name}; with --quick {QUICK_DIR}/{PLOT.name})")
     args = parser.parse_args()
-    if args.quick:
+    if args.quick:  # a smoke test never replaces the docs' numbers or plot
         args.archs, args.sizes = QUICK_ARCHS, [28]
+    args.out = args.out or (ROOT / QUICK_DIR / OUT if args.quick else OUT)
+    args.plot = args.plot or (ROOT / QUICK_DIR / PLOT.name if args.quick else PLOT)
     if args.archs < 0:
         parser.error("--archs must be >= 0")
     args.sizes = sorted(set(args.sizes))
