@@ -1,9 +1,11 @@
 """Time the README's main command on this machine: a cold run (supernet trained) and a cached rerun.
 
-    python experiments/main_command_timing.py [--target cpu|arm_cpu] [--out FILE] [extra overrides ...]
+    python experiments/main_command_timing.py [--space ofa] [--target cpu|arm_cpu] [--out FILE] [extra overrides ...]
 
 Each run uses a fresh cache directory for the first run and the same one for the second, prints a table
-and writes JSON with the wall times and the key numbers of each run's results.json.
+and writes JSON with the wall times and the key numbers of each run's results.json. The default file is
+``experiments/results/main_command.json`` (ofa on cpu), ``main_command_<target>.json`` (ofa on another target)
+or ``main_command_<space>_<target>.json`` (another space).
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from results_io import write_results
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_once(run_dir: Path, cache: Path, overrides: list[str], target: str) -> dict:
+def run_once(run_dir: Path, cache: Path, overrides: list[str], target: str, space: str = "ofa") -> dict:
     env = {**os.environ, "HWNAS_CACHE": str(cache)}
     started = time.time()
     proc = subprocess.run(
-        [sys.executable, "-m", "nas.search", "+space=ofa", f"+target={target}", *overrides, f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "nas.search", f"+space={space}", f"+target={target}", *overrides,
+         f"hydra.run.dir={run_dir}"],
         cwd=ROOT, env=env, capture_output=True, text=True,
     )
     wall = time.time() - started
@@ -59,19 +62,24 @@ def run_once(run_dir: Path, cache: Path, overrides: list[str], target: str) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="ofa", help="registered space name (default: ofa, the README's main command)")
     parser.add_argument("--target", default="cpu", help="cpu (measured here) or arm_cpu (the README's main command)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="default: experiments/results/main_command.json (cpu), main_command_<target>.json")
+                        help="default: experiments/results/main_command.json (ofa, cpu), main_command_<target>.json "
+                             "(ofa), main_command_<space>_<target>.json (other spaces)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both runs")
     args = parser.parse_args()
     if args.out is None:
-        name = "main_command.json" if args.target == "cpu" else f"main_command_{args.target}.json"
+        if args.space != "ofa":
+            name = f"main_command_{args.space}_{args.target}.json"
+        else:
+            name = "main_command.json" if args.target == "cpu" else f"main_command_{args.target}.json"
         args.out = ROOT / "experiments" / "results" / name
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="hwnas-timing-") as tmp:
         cache, runs = Path(tmp) / "cache", {}
         for name in ("cold", "cached"):
-            runs[name] = run_once(Path(tmp) / name, cache, args.overrides, args.target)
+            runs[name] = run_once(Path(tmp) / name, cache, args.overrides, args.target, args.space)
     header = f"{'run':<7} {'wall s':>7} {'supernet':>8} {'front':>5} {'val acc':>7} {'test acc':>8} {'pred ms':>8} {'meas ms':>8} {'|onnx-pt|':>9} {'acc rho':>7} {'lat rho':>7}"
     print(header)
     for name, r in runs.items():
@@ -79,8 +87,9 @@ def main() -> None:
               f"{r['best_val_accuracy']:>7.4f} {r['best_test_accuracy_onnx']:>8.4f} {r['best_predicted_latency_ms']:>8.3f} "
               f"{_fmt(r['best_measured_latency_ms'], 8)} {r['onnx_max_abs_diff']:>9.1e} "
               f"{_fmt(r['accuracy_predictor_spearman'])} {_fmt(r['latency_predictor_spearman'])}")
-    write_results(args.out, {"command": f"python -m nas.search +space=ofa +target={args.target} "
-                                        + " ".join(args.overrides), "runs": runs}, load_before=load_before)
+    write_results(args.out, {"command": f"python -m nas.search +space={args.space} +target={args.target} "
+                                        + " ".join(args.overrides), "space": args.space, "target": args.target,
+                             "runs": runs}, load_before=load_before)
     print(f"wrote {args.out}")
 
 
