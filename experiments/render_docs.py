@@ -197,6 +197,37 @@ def main_command_arm_cpu(res: Results) -> str:
     return text + "\n" + footer(res.source("main_command_arm_cpu.json", command=_MAIN_TIMING))
 
 
+_BLOCK_SPACES = ("mobilenet", "shufflenet", "ghostnet", "blocks")
+
+
+@renderer(pending_on="main_command_blocks_arm_cpu.json")
+def block_spaces_main_command(res: Results) -> str:
+    """The main command on each block space and target, cold (supernet trained) and cached, from
+    experiments/main_command_timing.py --space S --target T."""
+    rows, sources, cold_walls, cached_walls = [], [], [], []
+    for space in _BLOCK_SPACES:
+        for target in ("cpu", "arm_cpu"):
+            name = f"main_command_{space}_{target}.json"
+            d = res.load(name)
+            cold, cached = d["runs"]["cold"], d["runs"]["cached"]
+            cold_walls.append(cold["wall_s"])
+            cached_walls.append(cached["wall_s"])
+            val = cold["supernet_val_accuracy"]
+            rows.append([f"`{space}`", f"`{target}`", f"{cold['wall_s']:.0f} s ({cold['supernet_source']})",
+                         f"{cached['wall_s']:.0f} s ({cached['supernet_source']})",
+                         f"{val['largest']:.3f} / {val['smallest']:.3f}" if val else "-",
+                         f"{cold['best_val_accuracy']:.3f}", f"{cold['best_test_accuracy_onnx']:.3f}",
+                         f"{cold['best_latency_ms']:.3f} ms ({cold['latency_source']})",
+                         f"{cold['onnx_max_abs_diff']:.1e}"])
+            sources.append(res.source(name))
+    text = (f"Every space and target from an empty cache (the supernet trained) and again from the cache, on this "
+            f"2-core machine: first runs took at most {max(cold_walls):.0f} s, cached runs at most "
+            f"{max(cached_walls):.0f} s.\n\n")
+    text += table(["space", "target", "first run", "cached run", "supernet val acc (largest / smallest)",
+                   "chosen: val acc", "test acc (onnxruntime)", "latency", "max abs ONNX - PyTorch"], rows)
+    return text + "\n" + footer(*sources)
+
+
 @renderer
 def shipped_supernet(res: Results) -> str:
     """Largest and smallest subnet of the shipped supernet (its training summary, as the main command reports it)."""
