@@ -30,9 +30,8 @@ from nas.arch import Value
 from nas.errors import ConfigError
 from search_spaces.base import SearchSpace
 from search_spaces.kernels import (
-    kernel_row,
     KINDS,
-    Kernel,
+    kernel_row,
     kernels,
     mbconv_kernels,
     nb201_canonical_ops,

@@ -38,7 +38,7 @@ from torch import nn
 from nas.arch import Arch, Value
 from nas.errors import ConfigError, InvalidArchError
 from search_spaces.base import Supernet, WeightSharingSpace
-from search_spaces.blocks import ConvBNAct, DynamicMBConv, MBConv, init_weights, make_act
+from search_spaces.blocks import ConvBNAct, DynamicMBConv, MBConv, init_weights, make_act, make_divisible
 from search_spaces.blocks.ghost import DynamicGhostBottleneck, GhostBottleneck, has_kernel_choice
 from search_spaces.blocks.mbconv import BlockSpec
 from search_spaces.blocks.shuffle import XCEPTION, DynamicShuffleUnit, ShuffleUnit, check_unit_shape
@@ -90,8 +90,6 @@ def stage_layers(stem: int, stages: Iterable[tuple[int, int, int, str]], width: 
                  base_stem: int) -> tuple[Layer, ...]:
     """Layers of ``(out_channels, repeats, first_stride, act)`` stages (width-1 channels), each stage's first
     layer carrying its stride; channels ``make_divisible(c * width, divisor)``."""
-    from search_spaces.blocks import make_divisible
-
     layers, c_in, base_in = [], stem, base_stem
     for c, repeats, stride, act in stages:
         c_out = make_divisible(c * width, divisor)

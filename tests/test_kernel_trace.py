@@ -16,11 +16,10 @@ from nas.errors import ConfigError
 from nas.hardware.priors import BORROW_RULES, load_prior
 from nas.registry import SPACES
 from predictors.features import latency_features, latency_features_codes
-from search_spaces.kernels import kernel_row
 from search_spaces.base import SearchSpace
 from search_spaces.blocks.layers import ChannelShuffle, ConvBNAct, SqueezeExcite
 from search_spaces.fbnet import FBNetSpace
-from search_spaces.kernels import KINDS, Kernel, kernels, supports
+from search_spaces.kernels import KINDS, Kernel, kernel_row, kernels, supports
 from search_spaces.ofa import OFASpace
 from search_spaces.profile import count_macs, count_params
 from search_spaces.trace import trace_kernels
