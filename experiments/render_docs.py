@@ -573,6 +573,35 @@ def flops_vs_latency(res: Results) -> str:
     return (text + body + "\n\n" + _fvl_answer(d) + "\n" + footer(res.source("flops_vs_latency.json")))
 
 
+@renderer(pending_on="flops_vs_latency.json")
+def flops_vs_latency_summary(res: Results) -> str:
+    """The README's short form of :func:`flops_vs_latency`: the rank correlations per group and the answer."""
+    d = res.load("flops_vs_latency.json")
+    if d["args"]["quick"]:
+        raise RenderError("experiments/results/flops_vs_latency.json is a --quick smoke test; run the full benchmark")
+    rows = []
+    for name in d["groups"]:
+        g = d["groups"][name]
+        rho, inv = g["spearman"], g["inversions"]
+        rows.append([_FVL_GROUPS.get(name, f"`{name}`"), str(g["n"])]
+                    + ["-" if rho[k] is None else f"{rho[k]:.2f}" for k in ("macs", "kernels", "prior_ms")]
+                    + [f"{inv['count']:,} of {inv['pairs_with_fewer_macs']:,}"])
+    everything = d["groups"]["all_spaces"]["spearman"]
+    lead = (f"Rank correlation (Spearman) with the latency measured on this CPU. Across the four block spaces at "
+            f"the size they are searched at, MACs rank latency at {everything['macs']:.2f}, the kernel count at "
+            f"{everything['kernels']:.2f} and the kernel-level `arm_cpu` prior (per kernel: MACs, memory traffic and "
+            f"launches; fitted on a Raspberry Pi 4, never on this machine) at {everything['prior_ms']:.2f}: on small "
+            f"inputs a network costs what its kernels launch and move, which MACs do not count.")
+    if "presets_224" in d["groups"]:
+        big = d["groups"]["presets_224"]["spearman"]
+        lead += (f" At 224 px, where the arithmetic weighs more, MACs rank the presets at {big['macs']:.2f}, yet "
+                 f"families differ per MAC (below).")
+    lead += "\n\n"
+    body = table(["networks", "n", "MACs", "kernel count", "`arm_cpu` prior", "fewer MACs yet slower (pairs)"], rows)
+    return (lead + body + "\n\n" + _fvl_answer(d) + " Every network and preset: [docs/spaces.md]"
+            "(docs/spaces.md#flops-are-not-latency).\n" + footer(res.source("flops_vs_latency.json")))
+
+
 # -- shared_machine.json (written by experiments/shared_machine.py; not run yet when this renderer was written)
 @renderer(pending_on="shared_machine.json")
 def shared_machine(res: Results) -> str:
