@@ -7,8 +7,9 @@ first two stages, h-swish after), then MobileNetV3's head (1x1 conv to 960, pool
 all scaled by ``width_mult``. Ops per layer, where the shape allows them:
 
 - ``skip`` (stride 1, equal channels only);
-- ``shuffle_k3`` / ``_k5`` / ``_k7`` / ``_xception`` (stride 2, or stride 1 with equal channels: a stride-1
-  unit splits its input in halves, so the stage-4 entry layer, 80 -> 112 channels at stride 1, has none);
+- ``shuffle_k3`` / ``_k5`` / ``_k7`` / ``_xception`` with ``families=[mb, shuffle, ghost]`` (stride 2, or stride 1
+  with equal channels: a stride-1 unit splits its input in halves, so the stage-4 entry layer, 80 -> 112
+  channels at stride 1, has none). Not among the default families: see :data:`DEFAULT_FAMILIES`;
 - ``ghost[_k3|_k5]_e{3,6}[_se]`` and ``mb_k{3,5,7}_e{3,6}[_se]``.
 
 This is the space in which "FLOPs are not latency" is sharpest: families with equal MACs launch very
@@ -41,6 +42,11 @@ from search_spaces.layerwise import (
 _STAGES = ((24, 4, 2, "relu"), (40, 4, 2, "relu"), (80, 4, 2, "h_swish"), (112, 4, 1, "h_swish"),
            (160, 4, 2, "h_swish"))
 FAMILIES = ("mb", "shuffle", "ghost")
+#: The default families. ShuffleNetV2 units are a choice (``families=[mb, shuffle, ghost]``) but not a default:
+#: measured on the embedded digits, a single-path supernet whose layers mix them with MBConv / Ghost blocks stays
+#: at chance accuracy even after a full phase (a unit rewrites half its channels and reorders them, so a layer
+#: that switches family scrambles every later layer's input; docs/spaces.md).
+DEFAULT_FAMILIES = ("mb", "ghost")
 
 
 @register_space("blocks")
@@ -56,7 +62,7 @@ class BlocksSpace(LayerwiseSpace):
         resolution: int = 28,
         num_classes: int = 10,
         in_channels: int = 1,
-        families: Iterable[str] = FAMILIES,
+        families: Iterable[str] = DEFAULT_FAMILIES,
         kernel_sizes: Iterable[int] = (3, 5, 7),
         expand_ratios: Iterable[float] = (3, 6),
         se: bool = True,

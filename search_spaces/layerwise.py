@@ -133,6 +133,10 @@ class Family(abc.ABC):
         """Why ``op`` (a name of this family that ``layer`` does not offer) cannot be this layer, if known."""
         return self.refusal(layer)
 
+    def anchor(self, ops: Sequence[str]) -> str:
+        """The op (of ``ops``, this family's ops at a layer) the others share their weights with: the largest."""
+        return ops[-1]
+
 
 class SkipFamily(Family):
     """The identity, where a layer keeps its shape (stride 1, as many output as input channels)."""
@@ -221,6 +225,10 @@ class ShuffleFamily(Family):
 
     def params(self, op: str) -> dict[str, Any]:
         return {"variant": op[len("shuffle_"):]}
+
+    def anchor(self, ops: Sequence[str]) -> str:
+        kernels = [op for op in ops if op != f"shuffle_{XCEPTION}"]
+        return kernels[-1] if kernels else ops[-1]  # the largest kernel: the Xception unit is built around k3
 
     def build(self, layer: Layer, op: str) -> nn.Module:
         return ShuffleUnit(layer.in_channels, layer.out_channels, layer.stride, **self.params(op))
@@ -485,7 +493,19 @@ class LayerwiseSpace(WeightSharingSpace):
         unknown = [d for d in elastic if d not in self.elastic_dims()]
         if unknown:
             raise ConfigError(f"{self.name}: unknown elastic dimension(s) {unknown}; choose from {list(self.elastic_dims())}")
-        return self.sample(rng) if "ops" in elastic else self.largest()
+        return self.sample(rng) if "ops" in elastic else self.anchor()
+
+    def anchor(self) -> Arch:
+        """The network the ``full`` training phase trains before ops are sampled: per layer, the op whose weights
+        the layer's other ops are built around (:meth:`Family.anchor`; the largest op, except for ShuffleNetV2
+        units, whose anchor is the largest-kernel unit). Training it first makes the shared weights agree before
+        paths mix: without that, measured on the embedded digits, uniform sampling over ShuffleNetV2 units stays
+        at chance accuracy (their units have no residual, so variants that disagree scramble every later layer)."""
+        arch = {}
+        for label, options in self._choices.items():
+            family = self.family_of(str(options[-1]))
+            arch[label] = family.anchor([op for op in options if family.owns(op)])
+        return self.validate(arch)
 
     # ------------------------------------------------------------------ integer codes (the search loop's batch path)
     # Choices are independent (no canonical form to restore), so each operator is a few numpy calls per batch.

@@ -226,6 +226,9 @@ def init_weights(model: nn.Module) -> None:
         bn = zero_init_bn() if callable(zero_init_bn) else None
         if bn is not None:
             nn.init.zeros_(bn.weight)
+        identity_init = getattr(m, "identity_init", None)  # layers that must start as identities (shuffle.py)
+        if callable(identity_init):
+            identity_init()
 
 
 def copy_bn(target: nn.BatchNorm2d, source: nn.BatchNorm2d) -> None:
