@@ -51,10 +51,15 @@ PRESET_SPACE = {name: name.split("_")[0] for name in REFERENCE_PARAMS}
 _SPACES: dict[str, LayerwiseSpace] = {}
 
 
+# `blocks` with every family: its ShuffleNetV2 units are a choice but not a default (a training reason), and
+# these tests check the blocks themselves.
+OPTIONS = {"blocks": {"families": ["mb", "shuffle", "ghost"]}}
+
+
 def space_of(name: str) -> LayerwiseSpace:
-    """The default space, built once per module (its kernel tables are traced on first use)."""
+    """The default space (``blocks``: with every family), built once per module (kernel tables traced on first use)."""
     if name not in _SPACES:
-        _SPACES[name] = SPACES.get(name)()
+        _SPACES[name] = SPACES.get(name)(**OPTIONS.get(name, {}))
     return _SPACES[name]
 
 
@@ -386,7 +391,7 @@ def test_op_that_cannot_be_the_layer_says_why(name: str, label: str, op: str, re
 def test_blocks_stride1_widening_layer_is_the_stage_four_entry() -> None:
     # The docstring's 80 -> 112 layer (width 1) is 40 -> 56 at the default width 0.5: no ShuffleNetV2 unit there.
     for width, (c_in, c_out) in ((1.0, (80, 112)), (0.5, (40, 56))):
-        space = SPACES.get("blocks")(width_mult=width)
+        space = SPACES.get("blocks")(width_mult=width, **OPTIONS["blocks"])
         layer = space.plan.layers[12]
         assert (layer.in_channels, layer.out_channels, layer.stride) == (c_in, c_out, 1)
         assert not any(op.startswith("shuffle") for op in space.choices()["layer12"])
@@ -476,7 +481,14 @@ def test_phase_plan_is_full_then_ops(name: str) -> None:
     with pytest.raises(ConfigError, match="unknown phase"):
         phase_plan(space, TrainConfig(epochs={"kernel": 1}))
     rng = np.random.default_rng(0)
-    assert space.sample_elastic(rng, []) == space.largest()
+    # The full phase trains the anchor: the largest op, except ShuffleNetV2's all-k7 (the Xception unit is built
+    # around the k3 unit's layers, so the kernel units' weights come first).
+    anchor = space.sample_elastic(rng, [])
+    assert anchor == space.anchor()
+    if name == "shufflenet":
+        assert set(anchor.values()) == {"shuffle_k7"}
+    else:
+        assert anchor == space.largest()
     assert len({arch_id(space.sample_elastic(rng, ["ops"])) for _ in range(5)}) == 5
     with pytest.raises(ConfigError, match="kernel"):
         space.sample_elastic(rng, ["kernel"])
@@ -566,3 +578,10 @@ def test_kernel_decomposition_has_the_block_families_kernels() -> None:
     assert {"concat", "add", "se", "dwconv"} <= kinds["ghostnet"]  # the ghost module's concat
     assert {"se", "add", "dwconv", "pwconv", "linear", "gpool"} <= kinds["mobilenet"]
     assert "concat" not in kinds["mobilenet"] and "shuffle" not in kinds["ghostnet"]
+
+
+def test_blocks_default_families_are_mbconv_and_ghost() -> None:
+    space = SPACES.get("blocks")()
+    assert space.config()["families"] == ["mb", "ghost"]
+    assert not any(op.startswith("shuffle") for ops in space.choices().values() for op in ops)
+    assert any(op.startswith("shuffle") for ops in space_of("blocks").choices().values() for op in ops)
