@@ -540,8 +540,11 @@ def flops_vs_latency(res: Results) -> str:
         raise RenderError("experiments/results/flops_vs_latency.json is a --quick smoke test; run "
                           "`python experiments/flops_vs_latency.py` (the full benchmark) before rendering the docs")
     m = d["target"]["measure"]
-    blocks_families = d["space_configs"].get("blocks", {}).get("families") if "space_configs" in d else None
+    configs = d["space_configs"] if "space_configs" in d else {}
+    blocks_families = configs["blocks"].get("families") if "blocks" in configs else None
     families = f"; `blocks` with families {', '.join(blocks_families)}" if blocks_families else ""
+    if "shufflenet" in configs and configs["shufflenet"].get("xception"):
+        families += ", `shufflenet` with its Xception unit"
     text = (f"{args['archs']} random archs of each block space at the configuration `+space=NAME` searches "
             f"(28x28x1 input, 10 classes{families}) and every preset at 28 px and at 224 px, measured on this machine's CPU "
             f"by the `cpu` target ({d['target']['runtime']}, {m['threads']} thread, drift correction "
@@ -590,7 +593,8 @@ def flops_vs_latency_summary(res: Results) -> str:
                     + [f"{inv['count']:,} of {inv['pairs_with_fewer_macs']:,}"])
     everything = d["groups"]["all_spaces"]["spearman"]
     lead = (f"Rank correlation (Spearman) with the latency measured on this CPU. Across the four block spaces at "
-            f"the size they are searched at (`blocks` with every family), MACs rank latency at "
+            f"the size they are searched at (`blocks` with every family, `shufflenet` with its Xception unit), MACs "
+            f"rank latency at "
             f"{everything['macs']:.2f}, the kernel count at "
             f"{everything['kernels']:.2f} and the kernel-level `arm_cpu` prior (per kernel: MACs, memory traffic and "
             f"launches; fitted on a Raspberry Pi 4, never on this machine) at {everything['prior_ms']:.2f}: on small "

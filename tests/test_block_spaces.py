@@ -51,9 +51,9 @@ PRESET_SPACE = {name: name.split("_")[0] for name in REFERENCE_PARAMS}
 _SPACES: dict[str, LayerwiseSpace] = {}
 
 
-# `blocks` with every family: its ShuffleNetV2 units are a choice but not a default (a training reason), and
-# these tests check the blocks themselves.
-OPTIONS = {"blocks": {"families": ["mb", "shuffle", "ghost"]}}
+# `blocks` with every family and `shufflenet` with its Xception unit: choices but not defaults (a training
+# reason), and these tests check the blocks themselves.
+OPTIONS = {"blocks": {"families": ["mb", "shuffle", "ghost"]}, "shufflenet": {"xception": True}}
 
 
 def space_of(name: str) -> LayerwiseSpace:
@@ -214,7 +214,7 @@ def _shufflenet_onnx_case() -> tuple[LayerwiseSpace, dict]:
 
 
 def _shufflenet_x0_5_onnx_case() -> tuple[LayerwiseSpace, dict]:
-    space = SPACES.get("shufflenet")(plan="x0_5")  # torchvision's plan: max-pool after the stem
+    space = SPACES.get("shufflenet")(plan="x0_5", xception=True)  # torchvision's plan: max-pool after the stem
     return space, _arch(space, {0: "shuffle_xception", 1: "shuffle_k7", 4: "shuffle_k5", 5: "shuffle_k3"})
 
 
@@ -578,6 +578,11 @@ def test_kernel_decomposition_has_the_block_families_kernels() -> None:
     assert {"concat", "add", "se", "dwconv"} <= kinds["ghostnet"]  # the ghost module's concat
     assert {"se", "add", "dwconv", "pwconv", "linear", "gpool"} <= kinds["mobilenet"]
     assert "concat" not in kinds["mobilenet"] and "shuffle" not in kinds["ghostnet"]
+
+
+def test_shufflenet_default_units_are_the_kernel_units() -> None:
+    space = SPACES.get("shufflenet")()
+    assert {op for ops in space.choices().values() for op in ops} == {"shuffle_k3", "shuffle_k5", "shuffle_k7"}
 
 
 def test_blocks_default_families_are_mbconv_and_ghost() -> None:
