@@ -31,13 +31,9 @@ from search_spaces.layerwise import (
     Plan,
     ShuffleFamily,
     SkipFamily,
-    boolean,
-    number_list,
-    one_of,
-    positive_int,
-    positive_number,
     stage_layers,
 )
+from search_spaces.options import boolean, number_list, one_of, positive_int, positive_number
 
 _STAGES = ((24, 4, 2, "relu"), (40, 4, 2, "relu"), (80, 4, 2, "h_swish"), (112, 4, 1, "h_swish"),
            (160, 4, 2, "h_swish"))

@@ -13,7 +13,6 @@ A ``skip`` in a layer that changes shape becomes a 1x1 projection (a block with 
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -23,6 +22,7 @@ from nas.arch import Arch, Value
 from nas.errors import ConfigError, InvalidArchError
 from nas.registry import register_space
 from search_spaces.base import SearchSpace
+from search_spaces.options import positive_int
 from search_spaces.blocks import ChannelShuffle, ConvBNAct
 
 #: HW-NAS-Bench's op index order.
@@ -55,10 +55,10 @@ class FBNetSpace(SearchSpace):
         strides: Iterable[int] = (1, 1, 2, 2, 1, 2, 1),
         head_channels: int = 1504,
     ) -> None:
-        for key, value in (("num_classes", num_classes), ("in_channels", in_channels), ("resolution", resolution),
-                           ("stem_stride", stem_stride), ("head_channels", head_channels)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ConfigError(f"fbnet: {key} must be a positive integer, got {value!r}")
+        num_classes, in_channels, resolution, stem_stride, head_channels = (
+            positive_int("fbnet", key, value) for key, value in (
+                ("num_classes", num_classes), ("in_channels", in_channels), ("resolution", resolution),
+                ("stem_stride", stem_stride), ("head_channels", head_channels)))
         strides = tuple(strides)
         if len(strides) != len(STAGE_LAYERS) or any(s not in (1, 2) for s in strides):
             raise ConfigError(f"fbnet: strides must list {len(STAGE_LAYERS)} values of 1 or 2, got {list(strides)}")

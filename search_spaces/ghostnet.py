@@ -25,13 +25,9 @@ from search_spaces.layerwise import (
     LayerwiseSpace,
     Plan,
     Preset,
-    boolean,
-    dropout_rate,
-    number_list,
-    positive_int,
-    positive_number,
     register_preset,
 )
+from search_spaces.options import boolean, dropout_rate, number_list, positive_int, positive_number
 
 # timm's ghostnet table: (kernel, expanded channels, out channels, SE, stride), width 1.
 _TABLE = (

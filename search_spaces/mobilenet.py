@@ -24,14 +24,9 @@ from search_spaces.layerwise import (
     Plan,
     Preset,
     SkipFamily,
-    boolean,
-    dropout_rate,
-    number_list,
-    one_of,
-    positive_int,
-    positive_number,
     register_preset,
 )
+from search_spaces.options import boolean, dropout_rate, number_list, one_of, positive_int, positive_number
 
 # torchvision's tables. V2: (expand t, out channels c, repeats n, first stride s).
 _V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))

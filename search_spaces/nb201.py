@@ -12,7 +12,6 @@ average pooling and a linear classifier.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
 
 import numpy as np
@@ -20,9 +19,10 @@ import torch
 from torch import nn
 
 from nas.arch import Arch, Value
-from nas.errors import ConfigError, InvalidArchError
+from nas.errors import InvalidArchError
 from nas.registry import register_space
 from search_spaces.base import SearchSpace
+from search_spaces.options import positive_int
 
 #: The ops, cheapest first (the order choices list them in).
 OPS = ("none", "skip_connect", "avg_pool_3x3", "nor_conv_1x1", "nor_conv_3x3")
@@ -58,15 +58,11 @@ class NB201Space(SearchSpace):
         cells_per_stage: int = 5,
         resolution: int = 32,
     ) -> None:
-        for key, value in (("num_classes", num_classes), ("in_channels", in_channels), ("channels", channels),
-                           ("cells_per_stage", cells_per_stage), ("resolution", resolution)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ConfigError(f"nb201: {key} must be a positive integer, got {value!r}")
-        self.num_classes = int(num_classes)
-        self.in_channels = int(in_channels)
-        self.channels = int(channels)
-        self.cells_per_stage = int(cells_per_stage)
-        self.resolution = int(resolution)
+        self.num_classes = positive_int("nb201", "num_classes", num_classes)
+        self.in_channels = positive_int("nb201", "in_channels", in_channels)
+        self.channels = positive_int("nb201", "channels", channels)
+        self.cells_per_stage = positive_int("nb201", "cells_per_stage", cells_per_stage)
+        self.resolution = positive_int("nb201", "resolution", resolution)
 
     def choices(self) -> dict[str, tuple[Value, ...]]:
         return {label: OPS for label in LABELS}

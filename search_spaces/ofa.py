@@ -35,6 +35,7 @@ from search_spaces.blocks import (
     init_weights,
     make_divisible,
 )
+from search_spaces.options import dropout_rate, number_list, positive_int, positive_number
 
 # OFAMobileNetV3's fixed plan: stem 16, first block 16, five stages, final expand 960, feature mix 1280.
 _STEM, _FIRST_BLOCK, _FINAL_EXPAND, _FEATURE_MIX = 16, 16, 960, 1280
@@ -64,18 +65,16 @@ class OFASpace(WeightSharingSpace):
         resolutions: Iterable[int] = tuple(range(128, 225, 4)),
         dropout: float = 0.1,
     ) -> None:
-        self.width_mult = _positive_number("width_mult", width_mult)
-        self.num_classes = _positive_int("num_classes", num_classes)
-        self.in_channels = _positive_int("in_channels", in_channels)
-        self.kernel_sizes: tuple[int, ...] = _choice_list("kernel_sizes", kernel_sizes, integer=True)
+        self.width_mult = positive_number("ofa", "width_mult", width_mult)
+        self.num_classes = positive_int("ofa", "num_classes", num_classes)
+        self.in_channels = positive_int("ofa", "in_channels", in_channels)
+        self.kernel_sizes: tuple[int, ...] = number_list("ofa", "kernel_sizes", kernel_sizes, integer=True)
         if any(k % 2 == 0 for k in self.kernel_sizes):
             raise ConfigError(f"ofa: kernel_sizes must be odd (centred 'same' padding), got {list(self.kernel_sizes)}")
-        self.expand_ratios: tuple[float, ...] = _choice_list("expand_ratios", expand_ratios, integer=False)
-        self.depths: tuple[int, ...] = _choice_list("depths", depths, integer=True)
-        self.resolutions: tuple[int, ...] = _choice_list("resolutions", resolutions, integer=True)
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"ofa: dropout must be a number in [0, 1), got {dropout!r}")
-        self.dropout = float(dropout)
+        self.expand_ratios: tuple[float, ...] = number_list("ofa", "expand_ratios", expand_ratios, integer=False)
+        self.depths: tuple[int, ...] = number_list("ofa", "depths", depths, integer=True)
+        self.resolutions: tuple[int, ...] = number_list("ofa", "resolutions", resolutions, integer=True)
+        self.dropout = dropout_rate("ofa", dropout)
         self.max_depth = self.depths[-1]
 
         w = self.width_mult
@@ -686,32 +685,6 @@ def _is_number(value: object, integer: bool) -> bool:
     if isinstance(value, bool):
         return False
     return isinstance(value, numbers.Integral if integer else numbers.Real)
-
-
-def _positive_int(name: str, value: object) -> int:
-    if not _is_number(value, True) or int(value) < 1:  # type: ignore[call-overload]
-        raise ConfigError(f"ofa: {name} must be a positive integer, got {value!r}")
-    return int(value)  # type: ignore[call-overload]
-
-
-def _positive_number(name: str, value: object) -> float:
-    if not _is_number(value, False) or not float(value) > 0:  # type: ignore[arg-type]
-        raise ConfigError(f"ofa: {name} must be a positive number, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
-
-
-def _choice_list(name: str, values: object, *, integer: bool) -> tuple:
-    """A non-empty, duplicate-free list of positive numbers, sorted ascending (integral floats become ints)."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise ConfigError(f"ofa: {name} must be a list of numbers, got {values!r}")
-    items = list(values)
-    kind = "integers" if integer else "numbers"
-    if not items or not all(_is_number(v, integer) and v > 0 for v in items):
-        raise ConfigError(f"ofa: {name} must be a non-empty list of positive {kind}, got {items!r}")
-    cleaned = [int(v) if integer or float(v).is_integer() else float(v) for v in items]
-    if len(set(cleaned)) != len(cleaned):
-        raise ConfigError(f"ofa: {name} has duplicate values: {items!r}")
-    return tuple(sorted(cleaned))
 
 
 def _list(key: str, value: object, length: int) -> list:

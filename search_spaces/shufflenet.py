@@ -34,13 +34,9 @@ from search_spaces.layerwise import (
     Plan,
     Preset,
     ShuffleFamily,
-    boolean,
-    number_list,
-    one_of,
-    positive_int,
-    positive_number,
     register_preset,
 )
+from search_spaces.options import boolean, number_list, one_of, positive_int, positive_number
 
 # plan -> (stem channels, max-pool after the stem, stage repeats, stage channels, last conv channels)
 PLANS = {
