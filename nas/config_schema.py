@@ -245,7 +245,15 @@ def check_groups(values: Mapping[str, Any]) -> dict[str, Any]:
     evaluator_cfg = values["evaluator"]
     if evaluator_cfg["name"] not in EVALUATORS:
         raise ConfigError(f"evaluator={evaluator_cfg['name']}: must be one of {', '.join(EVALUATORS)}")
-    if evaluator_cfg["name"] == "tabular":
+    # A one-shot strategy (strategy=darts) trains its own relaxed supernet: it needs the data, not a table.
+    one_shot = bool(getattr(STRATEGIES.get(values["strategy"]["name"]), "one_shot", False))
+    if one_shot and evaluator_cfg["name"] == "tabular":
+        raise ConfigError(f"strategy={values['strategy']['name']} with evaluator=tabular: a differentiable search "
+                          f"trains a relaxed supernet on the data and cannot search a table; drop evaluator=tabular "
+                          f"(on nb201 the derived cell is still looked up in the shipped table)")
+    if one_shot:
+        check_data(values["data"], seed=values["seed"])
+    elif evaluator_cfg["name"] == "tabular":
         from nas.tabular import TabularEvaluator
 
         kwargs = {k: v for k, v in evaluator_cfg.items() if k != "name"}

@@ -333,6 +333,9 @@ def run_search(cfg: DictConfig, run_dir: Path, *, thread_policy: dict | None = N
 
         thread_policy = describe_current()
     evaluator_name = str(cfg.evaluator.name)
+    if getattr(STRATEGIES.get(str(cfg.strategy.name)), "one_shot", False):
+        return _run_one_shot(cfg, run_dir, space_cfg=space_cfg, target_cfg=target_cfg, constraints=constraints,
+                             thread_policy=thread_policy)
     if evaluator_name == "tabular":
         from nas.tabular import run_tabular_search
 
@@ -463,6 +466,24 @@ def run_search(cfg: DictConfig, run_dir: Path, *, thread_policy: dict | None = N
                                   title=f"{space.name} on {target.name}: accuracy vs latency ({data.name})")
     results["files"] = run_files(run_dir, "results.json", "pareto.png", best["onnx"])
     return write_json(run_dir / "results.json", results)
+
+
+def _run_one_shot(cfg: DictConfig, run_dir: Path, *, space_cfg: dict, target_cfg: dict, constraints: Constraints,
+                  thread_policy: dict) -> Path:
+    """A differentiable search (:mod:`nas.oneshot.run`): the data, the space sized to it, the target."""
+    from nas.data import load_data
+    from nas.oneshot.run import run_differentiable_search
+
+    seed = int(cfg.seed)
+    torch.manual_seed(seed)
+    data = load_data(**OmegaConf.to_container(cfg.data, resolve=True), seed=seed)
+    space = make_space(space_cfg, num_classes=data.num_classes, in_channels=data.in_channels)
+    target = make_target(target_cfg)
+    attach_store(target, cfg)
+    return run_differentiable_search(
+        cfg, run_dir, space_cfg=space_cfg, target=target, data=data, space=space, thread_policy=thread_policy,
+        strategy_factory=lambda: make_strategy(dict(cfg.strategy), space=space, objective=str(cfg.objective),
+                                               constraints=constraints, seed=seed, budget=int(cfg.budget.queries)))
 
 
 def _entry(space: SearchSpace, trial: Trial) -> dict:

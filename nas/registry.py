@@ -19,10 +19,11 @@ T = TypeVar("T")
 # Modules whose import registers the built-in implementations, per registry kind.
 _BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
     "space": ("search_spaces.ofa", "search_spaces.nb201", "search_spaces.fbnet", "search_spaces.mobilenet",
-              "search_spaces.shufflenet", "search_spaces.ghostnet", "search_spaces.blockmix"),
+              "search_spaces.shufflenet", "search_spaces.ghostnet", "search_spaces.blockmix",
+              "search_spaces.darts"),
     "strategy": ("nas.strategies.evolution", "nas.strategies.random_search", "nas.strategies.regularized_evolution",
                  "nas.strategies.guided", "nas.strategies.reinforce", "nas.strategies.optuna_samplers",
-                 "nas.strategies.auto"),
+                 "nas.strategies.auto", "nas.strategies.darts"),
     "predictor": ("predictors.ridge", "predictors.mlp", "predictors.gbdt", "predictors.lut",
                   "predictors.kernels", "predictors.baselines", "predictors.transfer"),
     "target": ("nas.hardware.targets", "nas.hardware.arm_cpu", "nas.hardware.gpu"),

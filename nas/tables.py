@@ -80,6 +80,7 @@ class MetricTable:
                 raise InvalidArchError(f"table {self.path}, line {line}, column {arch_column!r}: {err}") from None
             self._row.setdefault(arch_id(arch), len(self.archs))
             self.archs.append(arch)
+        self._additive: dict[str, tuple[np.ndarray, float] | None] = {}
         self.values: dict[str, np.ndarray] = {}
         for column in columns:
             values = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -102,6 +103,33 @@ class MetricTable:
         if math.isnan(value):
             raise DataError(f"table {self.path}: column {column!r} is empty for {self.space.to_public(arch)!r}")
         return value
+
+    def additive(self, column: str) -> tuple[np.ndarray, float] | None:
+        """``(per-(label, option) values, constant)`` when ``column`` is a sum of per-choice values, fitted on the
+        table's rows to rounding error (max relative error 1e-5); None when it is not. HW-NAS-Bench's FBNet
+        latencies are such sums (per-layer measurements added up), so a network the table has no row for still
+        gets its exact table latency."""
+        if column not in self._additive:
+            X = self.space.encode_many(self.archs).astype(np.float64)
+            y = self.values[column]
+            keep = np.isfinite(y)
+            A = np.hstack([X[keep], np.ones((int(keep.sum()), 1))])
+            w, *_ = np.linalg.lstsq(A, y[keep], rcond=None)
+            rel = np.abs(A @ w - y[keep]) / np.maximum(np.abs(y[keep]), 1e-12)
+            onehot = X.shape[1] == sum(len(o) for o in self.space.choices().values())
+            self._additive[column] = (w[:-1], float(w[-1])) if onehot and rel.max() <= 1e-5 else None
+        return self._additive[column]
+
+    def lookup_or_sum(self, arch: Mapping[str, Value], column: str) -> tuple[float, str]:
+        """``(value, how)``: the row's value (``how="row"``), or for a network the table has no row for, the
+        per-choice sum where the column is one (:meth:`additive`, ``how="per-choice sum"``)."""
+        if arch_id(arch) in self._row:
+            return self.lookup(arch, column), "row"
+        fit = self.additive(column)
+        if fit is None:
+            return self.lookup(arch, column), "row"  # raises: not in the table, and not a sum
+        weights, constant = fit
+        return float(self.space.encode(arch).astype(np.float64) @ weights + constant), "per-choice sum"
 
     def covers(self, space: SearchSpace) -> bool:
         """Whether every member of ``space`` has a row (so any proposal can be looked up)."""

@@ -322,11 +322,20 @@ class TableTarget(Target):
         return load_table(path, space, arch_column, (self.latency_column,))
 
     def latency_ms(self, space: SearchSpace, arch: Mapping[str, Value]) -> float:
-        return self._table(space).lookup(space.validate(arch), self.latency_column)
+        """The arch's row; for a network the table has no row for, the exact per-layer sum where the table's
+        latencies are such sums (HW-NAS-Bench's FBNet tables: :meth:`nas.tables.MetricTable.additive`)."""
+        return self._table(space).lookup_or_sum(space.validate(arch), self.latency_column)[0]
 
     def fastest_ms(self, space: SearchSpace) -> float:
-        """The smallest latency in the table: a budget below it cannot be met."""
-        return float(np.nanmin(self._table(space).values[self.latency_column]))
+        """The smallest latency a network of the space can have: a budget below it cannot be met (the table's
+        smallest, or, where latencies are per-layer sums, the sum of every layer's cheapest option)."""
+        table = self._table(space)
+        fit = table.additive(self.latency_column)
+        if fit is not None:
+            weights, constant = fit
+            per_label = np.split(weights, np.cumsum([len(o) for o in space.choices().values()])[:-1])
+            return float(constant + sum(float(w.min()) for w in per_label))
+        return float(np.nanmin(table.values[self.latency_column]))
 
     def describe(self) -> dict[str, Any]:
         return {"target": self.name, "device": self.device, "latency_source": self.latency_source,
