@@ -881,6 +881,35 @@ def _has(path: Path, key: str | None) -> bool:
     return isinstance(data, dict) and key in data
 
 
+_DARTS_HW = "python experiments/darts_hardware.py"
+_DARTS_NB = "python experiments/darts_nb201.py"
+
+
+@renderer(pending_on="darts_hardware.json")
+def darts_hardware(res: Results) -> str:
+    """Hardware-aware differentiable search at three budgets, latency vs MACs, from experiments/darts_hardware.py."""
+    d = res.load("darts_hardware.json")
+    rows = [[f"`{r['space']}`", f"`{r['target']}`", f"{r['budget_ms']:g} ms", f"`{r['cost']}`",
+             f"{r['latency_ms']:.2f} ms ({r['latency_source']})", f"{r['latency_over_budget']:.2f}",
+             f"{r['test_accuracy']:.1f} %", f"{r['search_cpu_min']:.1f}"] for r in d["rows"]]
+    text = table(["space", "target", "budget", "cost", "derived latency", "latency / budget", "test accuracy",
+                  "search CPU min"], rows)
+    return text + "\n" + footer(res.source("darts_hardware.json", command=_DARTS_HW))
+
+
+@renderer(pending_on="darts_nb201.json")
+def darts_nb201(res: Results) -> str:
+    """Plain vs guarded DARTS on NAS-Bench-201, from experiments/darts_nb201.py."""
+    d = res.load("darts_nb201.json")
+    rows = [[str(r["seed"]), f"`{r['guard']}`", f"`{r['cell']}`", f"{r['cifar10_test']:.2f}", f"{r['percentile']:.1f}",
+             str(r["parameter_free_ops"]), f"{r['search_cpu_min']:.1f}"] for r in d["rows"]]
+    text = table(["seed", "guard", "derived cell", "CIFAR-10 test (table)", "percentile", "parameter-free ops",
+                  "search CPU min"], rows)
+    ref = ", ".join(f"{k} {v:.2f}" for k, v in d["reference"].items())
+    return text + f"\n\nReference points (NAS-Bench-201 paper, searched on CIFAR-10): {ref}.\n" + footer(
+        res.source("darts_nb201.json", command=_DARTS_NB))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block differs")

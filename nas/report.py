@@ -158,6 +158,17 @@ def _accuracy_text(results: Mapping, best: Mapping, tabular: bool) -> str:
                 f"gives one accuracy per network, no separate val/test)")
     data = results.get("data") or {}
     val = best.get("accuracy")
+    if str(best.get("accuracy_source", "")).startswith("trained"):  # a one-shot run trains the derived network
+        retrain = results.get("retrain") or {}
+        text = (f"{100 * val:.2f} % on val ({data.get('val', '?')} images, the derived network "
+                f"{best['accuracy_source']}, {retrain.get('epochs', '?')} epochs)")
+        if best.get("test_accuracy") is not None:
+            text += f", {100 * best['test_accuracy']:.2f} % on test ({best.get('n_test', '?')} images, exported ONNX model)"
+        table = best.get("table_accuracy")
+        if table:
+            text += (f"; {table['value']:.2f} in {table['table']} ({table['column']}), above "
+                     f"{table['percentile']:.1f} % of its cells")
+        return text
     val_text = "not estimated" if val is None else f"{100 * val:.2f} %"
     text = f"{val_text} on val ({data.get('val', '?')} images, shared supernet weights, BatchNorm recalibrated)"
     if best.get("test_accuracy") is not None:
@@ -198,6 +209,10 @@ def _latency_text(results: Mapping, best: Mapping) -> str:
 
 def _why_text(results: Mapping, best: Mapping) -> str:
     rule = best.get("choice_rule")
+    if rule == "derived":  # a one-shot search derives its network; final.choose does not apply
+        budget = (results.get("constraint") or {}).get("latency_ms")
+        met = "" if budget is None else ("; budget met" if best.get("budget_met") else "; budget NOT met")
+        return f"{best.get('choice_reason', 'derived')}{met}"
     configured = ((results.get("config") or {}).get("final") or {}).get("choose")
     setting = "" if rule == "given" else (
         f"final.choose={configured}" + (f" -> {rule}" if configured != rule else "") + ": ")

@@ -31,6 +31,7 @@ def plot_alphas(path: Path, decisions: Sequence[Decision], history: Sequence[Map
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 1.9 * rows + 0.6), dpi=110, squeeze=False,
                              sharex=True, sharey=True)
     epochs = [h["epoch"] for h in history]
+    palette = plt.get_cmap("tab10" if max(len(d.options) for d in decisions) <= 10 else "tab20").colors
     for d, decision in enumerate(decisions):
         ax = axes[d // cols][d % cols]
         series = [[h["probs"][d][o] for h in history] for o in range(len(decision.options))]
@@ -38,8 +39,8 @@ def plot_alphas(path: Path, decisions: Sequence[Decision], history: Sequence[Map
         rest = [sum(series[o][e] for o in range(len(series)) if o not in top) for e in range(len(epochs))]
         if any(v > 0 for v in rest):
             ax.fill_between(epochs, 0, rest, color="#d5d8dc", lw=0, label="others")
-        for o in top:
-            ax.plot(epochs, series[o], lw=1.3, label=decision.options[o])
+        for o in top:  # an option keeps its colour in every panel
+            ax.plot(epochs, series[o], lw=1.3, label=decision.options[o], color=palette[o % len(palette)])
         ax.set_title(decision.name, fontsize=7)
         ax.set_ylim(0, 1)
         ax.tick_params(labelsize=6)
