@@ -262,8 +262,12 @@ def check_groups(values: Mapping[str, Any]) -> dict[str, Any]:
         built["evaluator"] = _build("evaluator", kwargs, lambda: TabularEvaluator(space, **kwargs))  # tables cache
     else:
         if not isinstance(space, WeightSharingSpace):
+            from search_spaces.relax import RelaxableSpace
+
+            hint = "strategy=darts (differentiable search), " if isinstance(space, RelaxableSpace) else ""
             raise ConfigError(f"evaluator=supernet: space {space.name!r} has no supernet to estimate accuracy "
-                              f"with; use evaluator=tabular (accuracy from a table) or a weight-sharing space (ofa)")
+                              f"with; use {hint}evaluator=tabular (accuracy from a table) or a weight-sharing "
+                              f"space (ofa)")
         check_train(space_cfg.get("train"), seed=values["seed"])
         check_data(values["data"], seed=values["seed"])
 

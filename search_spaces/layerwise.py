@@ -40,6 +40,7 @@ from search_spaces.blocks import ConvBNAct, DynamicMBConv, MBConv, init_weights,
 from search_spaces.blocks.ghost import DynamicGhostBottleneck, GhostBottleneck, has_kernel_choice
 from search_spaces.blocks.mbconv import BlockSpec
 from search_spaces.blocks.shuffle import XCEPTION, DynamicShuffleUnit, ShuffleUnit, check_unit_shape
+from search_spaces.relax import Decision, RelaxableSpace, RelaxedSupernet, label_decisions
 
 SKIP = "skip"
 
@@ -397,22 +398,37 @@ class LayerwiseSupernet(Supernet):
         previous = self.active_arch
         self.set_active(arch)
         try:
-            net = LayerwiseNet(self._space, self.active_arch).to(next(self.parameters()).device)
-            net.stem.load_state_dict(self.stem.state_dict())
-            net.head.load_state_dict(self.head.state_dict())
-            with torch.no_grad():
-                for choice, block in zip(self.layers, net.layers):
-                    choice.copy_to(block)
+            net = copy_path(self._space, self.active_arch, self.stem, self.layers, self.head)
         finally:
             self.set_active(previous)
         return net.train(self.training)
 
 
+def copy_path(space: LayerwiseSpace, arch: Arch, stem: nn.Module, choices: Sequence[ChoiceLayer],
+              head: nn.Module) -> LayerwiseNet:
+    """A :class:`LayerwiseNet` of ``arch`` (validated, and each of ``choices`` already set to its op) with the
+    weights and BN statistics of ``stem``, the choices' active ops and ``head`` (shared by the SPOS and the
+    relaxed supernet's ``extract``)."""
+    net = LayerwiseNet(space, arch).to(next(stem.parameters()).device)
+    net.stem.load_state_dict(stem.state_dict())
+    net.head.load_state_dict(head.state_dict())
+    with torch.no_grad():
+        for choice, block in zip(choices, net.layers):
+            choice.copy_to(block)
+    return net
+
+
 # ---------------------------------------------------------------------------------------------- the space
-class LayerwiseSpace(WeightSharingSpace):
+class LayerwiseSpace(WeightSharingSpace, RelaxableSpace):
     """A macro plan whose layers each pick one op of ``families`` (see the module docstring).
 
-    Subclasses build the plan and families from their constructor options and call :meth:`_setup`."""
+    Subclasses build the plan and families from their constructor options and call :meth:`_setup`.
+    Relaxed (:mod:`search_spaces.layerwise_relax`): every layer a mixed op over its ops, Gumbel-sampled."""
+
+    relax_sampling = "gumbel"
+    #: Measured in :mod:`search_spaces.layerwise_relax` (a Gumbel step costs one SPOS step).
+    relax_epochs = 20
+    supports_partial_channels = False
 
     def _setup(self, *, plan: Plan, families: Sequence[Family], in_channels: int, num_classes: int,
                resolution: int, config: Mapping[str, Any]) -> None:
@@ -482,6 +498,22 @@ class LayerwiseSpace(WeightSharingSpace):
 
     def describe(self, arch: Mapping[str, Value]) -> str:
         return " ".join(self.ops_of(arch))
+
+    # ------------------------------------------------------------------ relaxation (differentiable search)
+    def decisions(self) -> tuple[Decision, ...]:
+        return label_decisions(self.choices())
+
+    def arch_of(self, selection: Sequence[int]) -> Arch:
+        return self.validate({label: options[int(i)] for (label, options), i in zip(self._choices.items(), selection)})
+
+    def relax(self, *, partial_channels: int = 1) -> RelaxedSupernet:
+        """The relaxed supernet (:class:`~search_spaces.layerwise_relax.LayerwiseRelaxedSupernet`)."""
+        from search_spaces.layerwise_relax import LayerwiseRelaxedSupernet
+
+        if partial_channels != 1:
+            raise ConfigError(f"{self.name}: partial_channels={partial_channels!r} is not supported (PC-DARTS's partial "
+                              f"channels are for cell spaces); set strategy.partial_channels=1")
+        return LayerwiseRelaxedSupernet(self)
 
     # ------------------------------------------------------------------ weight sharing
     def elastic_dims(self) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ from nas.errors import UserError
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 BASE = ("+space=ofa", "+target=cpu")
+ONE_SHOT_SPACES = ("darts",)  # no supernet and no table: searched by strategy=darts only
 TABLE_SPACES = ("nb201", "fbnet")  # spaces without a supernet: their options are checked with evaluator=tabular
 
 
@@ -107,6 +108,8 @@ def _annotations(group: str, name: str) -> dict[str, Any]:
 
 def _base(group: str, name: str, tmp: Path) -> tuple[str, ...]:
     if group == "space":
+        if name in ONE_SHOT_SPACES:
+            return (f"+space={name}", "+target=cpu", "strategy=darts")
         return (f"+space={name}", "+target=cpu", *(("evaluator=tabular",) if name in TABLE_SPACES else ()))
     if group == "target":
         return ("+space=ofa", f"+target={name}")
@@ -115,7 +118,15 @@ def _base(group: str, name: str, tmp: Path) -> tuple[str, ...]:
         return (*BASE, f"data={name}", *((f"data.root={tmp}",) if OmegaConf.is_missing(raw, "root") else ()))
     if group == "evaluator":
         return ("+space=nb201" if name == "tabular" else "+space=ofa", "+target=cpu", f"evaluator={name}")
+    if group == "strategy" and getattr(_strategy(name), "one_shot", False):  # needs a space it can relax
+        return ("+space=nb201", "+target=raspi4", f"strategy={name}")
     return (*BASE, f"{group}={name}")
+
+
+def _strategy(name: str):
+    from nas.registry import STRATEGIES
+
+    return STRATEGIES.get(name)
 
 
 def numeric_leaves(tmp: Path) -> list[tuple[str, str, Any, tuple[str, ...]]]:
