@@ -231,6 +231,7 @@ class DartsSpace(SearchSpace, RelaxableSpace):
 
     name = "darts"
     relax_sampling = "softmax"
+    costable = False  # a derived cell keeps 2 edges per node: its cost is not a sum over edge decisions
     # Measured (report of issue 10): one softmax step (weights, then architecture, first order) of the default
     # proxy at batch 64 is ~0.5 s on the 2-core CPU, 28 steps per epoch on mnist5k's 1,750 + 1,750 images:
     # ~15-30 s an epoch, so 8 epochs are a few minutes.

@@ -138,6 +138,9 @@ class RelaxableSpace(abc.ABC):
     relax_epochs: int = 20
     #: Whether :meth:`relax` supports PC-DARTS's partial channel connections (``partial_channels > 1``).
     supports_partial_channels: bool = False
+    #: Whether any one option per decision is an architecture (:meth:`arch_of`), so a cost is a sum over
+    #: decisions and a hardware-aware search applies (not so for DARTS cells, which keep 2 edges per node).
+    costable: bool = True
 
     @abc.abstractmethod
     def decisions(self) -> tuple[Decision, ...]:

@@ -45,7 +45,9 @@ def test_one_shot_search_writes_the_results_contract(tmp_path, space):
     # the derived arch in the space's public form, parsed back to the same network
     from nas.pipeline import make_space
 
-    rebuilt = make_space({"name": space}).parse(best["public"])
+    data = results["data"]
+    rebuilt = make_space(results["config"]["space"], num_classes=data["num_classes"],
+                         in_channels=data["input"][0]).parse(best["public"])
     assert rebuilt == best["arch"]
     assert (run_dir / best["onnx"]).is_file() and best["onnx_max_abs_diff"] < 1e-3
     assert 0.0 <= best["test_accuracy"] <= 1.0 and best["n_test"] > 0

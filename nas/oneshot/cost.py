@@ -161,7 +161,7 @@ def check_relaxable_cost(space: RelaxableSpace) -> None:
     """A cost over decisions needs each decision to map to an architecture (:meth:`RelaxableSpace.arch_of`
     of any selection); a space whose derivation is not one option per decision (DARTS's top-2 edges per node)
     cannot be costed so."""
-    if not getattr(space, "costable", True):
+    if not space.costable:
         raise ConfigError(f"hardware-aware search (constraint.latency_ms or strategy.cost_weight) is not available "
                           f"on space {space.name!r}: its derived cell keeps 2 of each node's edges, so its cost is "
                           f"not a sum over decisions; search nb201, fbnet or a block space for a budget")
