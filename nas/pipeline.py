@@ -320,6 +320,7 @@ def run_search(cfg: DictConfig, run_dir: Path, *, thread_policy: dict | None = N
     # Every config value is checked before any work starts (types, ranges, paths, unknown keys): one home,
     # nas/config_schema.py; a bad value ends the run with one line naming the key.
     # Everything below may assume a valid config: names registered, sections present, values in range.
+    default_target_for_one_shot(cfg)
     validate_config(cfg)
     space_cfg = OmegaConf.to_container(cfg.space, resolve=True)
     target_cfg = OmegaConf.to_container(cfg.target, resolve=True)
@@ -466,6 +467,30 @@ def run_search(cfg: DictConfig, run_dir: Path, *, thread_policy: dict | None = N
                                   title=f"{space.name} on {target.name}: accuracy vs latency ({data.name})")
     results["files"] = run_files(run_dir, "results.json", "pareto.png", best["onnx"])
     return write_json(run_dir / "results.json", results)
+
+
+#: The target a one-shot search without a latency term measures when none is given: this machine.
+ONE_SHOT_DEFAULT_TARGET = "cpu"
+
+
+def default_target_for_one_shot(cfg: DictConfig) -> None:
+    """A differentiable search needs no latency to search (without a budget), so ``+target=`` may be left out
+    (``python -m nas.search +space=darts strategy=darts``): the derived network is then measured on this
+    machine's CPU (``+target=cpu``), and ``results.json`` says so (``device``)."""
+    from omegaconf import open_dict
+
+    strategy = cfg.get("strategy")
+    if cfg.get("target") is not None or strategy is None or not isinstance(strategy.get("name"), str):
+        return
+    if not getattr(STRATEGIES.get(str(strategy.name)), "one_shot", False):
+        return
+    if cfg.get("constraint") is not None and cfg.constraint.get("latency_ms") is not None:
+        return  # a budget is on some device: the user must name it (validate_config says so)
+    path = Path(__file__).resolve().parents[1] / "conf" / "target" / f"{ONE_SHOT_DEFAULT_TARGET}.yaml"
+    with open_dict(cfg):
+        cfg.target = OmegaConf.load(path)
+    log.info("no +target given: the derived network is measured on this machine (+target=%s)",
+             ONE_SHOT_DEFAULT_TARGET)
 
 
 def _run_one_shot(cfg: DictConfig, run_dir: Path, *, space_cfg: dict, target_cfg: dict, constraints: Constraints,

@@ -152,6 +152,11 @@ class NB201Space(SearchSpace, RelaxableSpace):
     def arch_of(self, selection: Sequence[int]) -> Arch:
         return self.validate({label: OPS[int(i)] for label, i in zip(LABELS, selection)})
 
+    def derive(self, probs: Sequence[np.ndarray]) -> Arch:
+        """The most probable op of each edge other than ``none``, as DARTS derives: ``none``'s weight says how
+        little an edge matters, not that zeroing it is the best op (and all-``none`` edges make a dead cell)."""
+        return self.arch_of([1 + int(np.argmax(np.asarray(p)[1:])) for p in probs])
+
     def relax(self, *, partial_channels: int = 1) -> NB201RelaxedSupernet:
         """The supernet of ``search_channels`` / ``search_cells`` with every edge mixed; ``partial_channels=K``
         (PC-DARTS): each edge's ops see the first ``1/K`` of the channels, so ``search_channels`` must divide by K."""

@@ -124,7 +124,7 @@ def test_the_latency_term_moves_the_expected_latency_toward_the_budget():
     assert float(stepped) < float(expected.detach())  # descending the term lowers E[latency]
     # and a whole search under a budget ends within it, with lambda raised on the way
     X, y = toy_data(96)
-    strategy = make(latency_ms=1.6, epochs=4, arch_lr=0.05, batch_size=16)
+    strategy = make(latency_ms=1.6, epochs=4, arch_lr=0.05, batch_size=16, guard="none")
     outcome = strategy.search(space.relax(), (X, y), resolution=8, costs=costs, budget=1.6, progress=False)
     assert costs.evaluate(outcome.arch) <= 1.6
     assert max(h["lambda"] for h in outcome.history) > 0
@@ -172,11 +172,24 @@ def test_resume_equals_an_uninterrupted_search(tmp_path, options):
 def test_the_search_records_probabilities_and_derives_a_member_of_the_space():
     X, y = toy_data(64)
     space = ToyRelaxSpace()
-    outcome = make(epochs=2, batch_size=16).search(space.relax(), (X, y), resolution=8, progress=False)
+    outcome = make(epochs=2, batch_size=16, guard="aux_skip").search(space.relax(), (X, y), resolution=8,
+                                                                     progress=False)
     assert space.validate(outcome.arch) == outcome.arch
     assert len(outcome.history) == 2 and all(len(h["probs"]) == 2 for h in outcome.history)
     assert all(abs(sum(p) - 1) < 1e-4 for p in outcome.probs)
     assert outcome.history[0]["aux_skip"] < 1.0  # the guard's weight decays over the search
+
+
+def test_beta_decay_keeps_the_architecture_probabilities_from_running_away():
+    X, y = toy_data(96)
+    space = ToyRelaxSpace()
+    peaks = {}
+    for guard in ("none", "beta_decay"):
+        torch.manual_seed(0)
+        outcome = make(epochs=3, batch_size=16, guard=guard, arch_lr=0.1, beta_weight=2.0).search(
+            space.relax(), (X, y), resolution=8, progress=False)
+        peaks[guard] = max(max(p) for p in outcome.probs)
+    assert peaks["beta_decay"] < peaks["none"]
 
 
 @pytest.mark.parametrize("options, message", [

@@ -165,6 +165,8 @@ def test_derive_and_round_trips(name):
     rng = np.random.default_rng(11)
     for _ in range(3):
         arch = space.sample(rng)
+        if name == "nb201":  # NB201's derivation skips 'none', as DARTS's does: derive gives archs without it
+            arch = {label: ("nor_conv_3x3" if op == "none" else op) for label, op in arch.items()}
         selection = space.selection_of(arch)
         assert len(selection) == len(decisions)
         assert space.arch_of(selection) == arch
@@ -173,6 +175,12 @@ def test_derive_and_round_trips(name):
         derived = space.derive(probs)
         assert derived == arch
         assert space.validate(derived) == derived
+
+
+def test_nb201_derivation_skips_none():
+    space = make_space("nb201")
+    probs = [np.array([0.6, 0.1, 0.1, 0.05, 0.15])] * 6  # 'none' most probable on every edge
+    assert set(space.derive(probs).values()) == {"nor_conv_3x3"}
 
 
 # ---------------------------------------------------------------------------------------------- (e) partial channels
