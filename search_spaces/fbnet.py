@@ -36,7 +36,7 @@ STAGE_LAYERS = (1, 4, 4, 4, 4, 4, 1)
 NUM_LAYERS = sum(STAGE_LAYERS)
 LABELS = tuple(f"layer{i:02d}" for i in range(NUM_LAYERS))
 #: Search epochs when ``strategy.epochs`` is null: see :class:`FBNetRelaxedSupernet` for the measured step time.
-RELAX_EPOCHS = 4
+RELAX_EPOCHS = 6
 
 
 def parse_op(op: str) -> tuple[int, int, int]:
@@ -165,10 +165,11 @@ class FBNetRelaxedSupernet(RelaxedSupernet):
     """Stem, 22 mixed layers of the 9 blocks each (separate weights per block, as FBNet's supernet), head; laid
     out as :meth:`FBNetSpace.build`'s ``nn.Sequential`` so :meth:`extract` loads module by module.
 
-    Measured (2 CPU threads, batch 64, 32x32, 1 input channel, 10 classes): a Gumbel step (one random block per
-    layer, forward + backward) takes 0.6-1.7 s, ~1.1 s typical; an epoch over the embedded digits' 1,750 +
-    1,750 images (a weight and an architecture step per batch) ~60 s, so :data:`RELAX_EPOCHS` = 4 is ~4-5
-    minutes, within ~8 with evaluation."""
+    Measured (batch 64, 32x32, 1 input channel, 10 classes, CPU time on one thread): a Gumbel step (one random
+    block per layer, forward + backward) takes 0.9-1.1 s (1.65 s with contiguous weights), less than one built
+    random FBNet (1.6-2.0 s). An epoch over the embedded digits' 1,750 + 1,750 images (a weight and an
+    architecture step per batch, ~56 steps) is ~55 s, so :data:`RELAX_EPOCHS` = 6 is ~5.5 minutes, within ~8
+    with evaluation."""
 
     def __init__(self, space: FBNetSpace) -> None:
         super().__init__()

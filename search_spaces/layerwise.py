@@ -426,7 +426,7 @@ class LayerwiseSpace(WeightSharingSpace, RelaxableSpace):
     Relaxed (:mod:`search_spaces.layerwise_relax`): every layer a mixed op over its ops, Gumbel-sampled."""
 
     relax_sampling = "gumbel"
-    #: Measured in :mod:`search_spaces.layerwise_relax` (a Gumbel step costs one SPOS step).
+    #: As SPOS's training epochs (a Gumbel step costs about one SPOS step: :mod:`search_spaces.layerwise_relax`).
     relax_epochs = 20
     supports_partial_channels = False
 

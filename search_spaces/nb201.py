@@ -40,8 +40,9 @@ LABELS = tuple(f"node{j}.in{i}" for j, i in EDGES)
 _PATHS = ((3,), (0, 4), (1, 5), (0, 2, 5))
 _PATH_FEATURES = sum((len(OPS) - 1) ** len(path) for path in _PATHS)
 #: Search epochs when ``strategy.epochs`` is null: measured, the default proxy (8 channels, 1 cell per stage)
-#: takes 0.15-0.18 s per softmax forward + backward at batch 64 on 2 CPU threads, so an epoch over the embedded
-#: digits' 1,750 + 1,750 images (a weight step and an architecture step per batch) is ~9 s, 30 epochs ~4.5 min.
+#: takes 0.15-0.18 s per softmax forward + backward at batch 64 on 2 CPU threads (0.2 s CPU time on one), so an
+#: epoch over the embedded digits' 1,750 + 1,750 images (a weight and an architecture step per batch, ~56 steps)
+#: is ~9-12 s, 30 epochs ~4.5-6 minutes.
 RELAX_EPOCHS = 30
 
 
@@ -302,8 +303,9 @@ class NB201RelaxedSupernet(RelaxedSupernet):
     """NB201's macro skeleton at ``search_channels`` / ``search_cells`` with every cell relaxed (all cells share
     one set of gates, one weight vector per edge); the stem, reduction blocks and head are fixed. ``features``
     is laid out as :class:`NB201Network`'s, so :meth:`extract` copies module by module. Measured (2 CPU threads,
-    batch 64, 32x32, 1 input channel): a softmax forward + backward takes ~0.15 s at the default 8 channels and
-    1 cell per stage, ~0.28 s at 8 / 2 or 16 / 1, ~1.3 s at NAS-Bench-201's own search size (16 / 5)."""
+    batch 64, 32x32, 1 input channel): a softmax forward + backward takes 0.15-0.18 s at the default 8 channels
+    and 1 cell per stage (0.23-0.28 s with ``nn.AvgPool2d`` and contiguous weights), ~0.28 s at 8 / 2 or 16 / 1,
+    ~1.3 s at NAS-Bench-201's own search size (16 / 5)."""
 
     def __init__(self, space: NB201Space, *, partial_channels: int = 1) -> None:
         super().__init__()
