@@ -78,7 +78,11 @@ def parse_arch_option(value: object, space: SearchSpace) -> Arch:
     if isinstance(value, DictConfig):
         value = OmegaConf.to_container(value, resolve=True)
     if isinstance(value, str):
-        value = parse_json_arg(value)
+        text = value.strip()
+        # JSON (inline, @file, .json) as before; any other text is the space's public string form (an NB201
+        # string, FBNet op names, a DARTS genotype), which the space parses and reports on itself.
+        if text.startswith(("{", "@")) or text.endswith(".json"):
+            value = parse_json_arg(value)
     return space.parse(value)
 
 
