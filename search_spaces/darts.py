@@ -237,7 +237,7 @@ class DartsSpace(SearchSpace, RelaxableSpace):
     # ~12,000 small ops, so it is bound by per-op cost, and narrower or shallower proxies gain little). An
     # epoch on mnist5k (1,750 images for the weights, 1,750 for the architecture, first order) is 56 of them,
     # ~2.5 minutes, so 3 epochs fit in minutes; a real search wants more (strategy.epochs) or a GPU.
-    relax_epochs = 3
+    relax_steps = 60  # ~2.6-4.5 s a step (weights + architecture ~2x): 5-10 minutes
     supports_partial_channels = True
 
     def __init__(

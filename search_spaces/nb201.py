@@ -42,8 +42,9 @@ _PATH_FEATURES = sum((len(OPS) - 1) ** len(path) for path in _PATHS)
 #: Search epochs when ``strategy.epochs`` is null: measured, the default proxy (8 channels, 1 cell per stage)
 #: takes 0.15-0.18 s per softmax forward + backward at batch 64 on 2 CPU threads (0.2 s CPU time on one), so an
 #: epoch over the embedded digits' 1,750 + 1,750 images (a weight and an architecture step per batch, ~56 steps)
-#: is ~9-12 s, 30 epochs ~4.5-6 minutes.
-RELAX_EPOCHS = 30
+#: takes ~9-12 s per mnist5k epoch; 270 weight steps (30 epochs of the embedded digits, 10 of mnist5k) take
+#: about 4.5 CPU minutes (measured: experiments/darts_nb201.py).
+RELAX_STEPS = 270
 
 
 def edges_with_path(arch: Mapping[str, Value]) -> bool:
@@ -61,7 +62,7 @@ class NB201Space(SearchSpace, RelaxableSpace):
 
     name = "nb201"
     relax_sampling = "softmax"
-    relax_epochs = RELAX_EPOCHS
+    relax_steps = RELAX_STEPS
     supports_partial_channels = True
 
     def __init__(

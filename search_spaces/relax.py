@@ -134,8 +134,10 @@ class RelaxableSpace(abc.ABC):
     #: How the space's options are mixed when ``strategy.sampling=auto``: ``softmax`` where every option of
     #: every decision fits in one forward pass (cell spaces), ``gumbel`` where it does not (layer-wise spaces).
     relax_sampling: str = "softmax"
-    #: Search epochs when ``strategy.epochs`` is null (sized so a search on the embedded data fits in minutes).
-    relax_epochs: int = 20
+    #: Weight steps a search makes when ``strategy.epochs`` is null: the epochs are this many steps over the
+    #: data's weight half, rounded up, so a search takes about the same minutes on any dataset (sized per
+    #: space from its measured step time to fit the embedded data's 10-minute search on this 2-core CPU).
+    relax_steps: int = 500
     #: Whether :meth:`relax` supports PC-DARTS's partial channel connections (``partial_channels > 1``).
     supports_partial_channels: bool = False
     #: Whether any one option per decision is an architecture (:meth:`arch_of`), so a cost is a sum over

@@ -146,6 +146,15 @@ def test_constrained_argmax_is_the_most_probable_selection_within_the_budget():
         assert sum(np.log(p[i]) for p, i in zip(probs, got)) == pytest.approx(
             sum(np.log(p[i]) for p, i in zip(probs, best)))
     assert constrained_argmax(probs, costs, 0.4) is None
+    for _ in range(20):  # with a lower bound: the most probable selection costing within [low, budget]
+        probs = [rng.dirichlet(np.ones(3)) for _ in range(2)]
+        low, budget = 2.4, 4.6
+        band = [s for s in itertools.product(range(3), repeat=2) if low - 1e-9 <= costs.linear(s) <= budget + 1e-9]
+        best = max(band, key=lambda s: sum(np.log(p[i]) for p, i in zip(probs, s)))
+        got = constrained_argmax(probs, costs, budget, low=low)
+        assert low - 1e-9 <= costs.linear(got) <= budget + 1e-9
+        assert sum(np.log(p[i]) for p, i in zip(probs, got)) == pytest.approx(
+            sum(np.log(p[i]) for p, i in zip(probs, best)))
 
 
 @pytest.mark.parametrize("options", [{}, {"sampling": "gumbel"}, {"order": "second"}])

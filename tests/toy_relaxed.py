@@ -66,7 +66,7 @@ class ToyRelaxed(RelaxedSupernet):
 
 class ToyRelaxSpace(SearchSpace, RelaxableSpace):
     name = "toy_relaxed"
-    relax_epochs = 3
+    relax_steps = 6
 
     def __init__(self, *, num_classes: int = 3, resolution: int = 8) -> None:
         self.num_classes, self.resolution = num_classes, resolution

@@ -122,16 +122,19 @@ def macs_model(space) -> Callable[[Sequence[Arch]], np.ndarray]:
     return lambda archs: np.array([flops(space, a) / 1e6 for a in archs], dtype=np.float64)
 
 
-def constrained_argmax(probs: Sequence[np.ndarray], model: DecisionCosts, budget: float, *,
+def constrained_argmax(probs: Sequence[np.ndarray], model: DecisionCosts, budget: float, *, low: float | None = None,
                        steps: int = 4000) -> list[int] | None:
     """The most probable selection (max of summed log-probabilities) whose *linearised* cost is within
-    ``budget``: a multiple-choice knapsack solved by dynamic programming over the budget in ``steps`` steps,
-    each option's cost rounded up (so the answer is within budget). None when no selection fits."""
+    ``budget`` (and, with ``low``, at least ``low``): a multiple-choice knapsack solved by dynamic programming
+    over the budget in ``steps`` steps, each option's cost rounded up (so the answer is within budget). None
+    when no selection fits."""
     slack = budget - model.base
     if slack < -1e-12:
         return None
     step = max(slack, 1e-12) / steps
-    best = np.zeros(steps + 1)  # best[b]: best log-prob using at most b steps of cost
+    # best[b]: best log-prob of a selection costing exactly b steps (rounded up); -inf where none does
+    best = np.full(steps + 1, -math.inf)
+    best[0] = 0.0
     choice = []
     for p, c in zip(probs, model.costs):
         logp = np.log(np.maximum(np.asarray(p, dtype=np.float64), 1e-30))
@@ -147,9 +150,11 @@ def constrained_argmax(probs: Sequence[np.ndarray], model: DecisionCosts, budget
             new[better], pick[better] = candidate[better], o
         best = new
         choice.append(pick)
-    if not np.isfinite(best[steps]):
+    first = 0 if low is None else int(min(max(math.ceil((low - model.base) / step - 1e-9), 0), steps))
+    window = best[first:]
+    if not np.isfinite(window).any():
         return None
-    b, selection = steps, []
+    b, selection = first + int(np.argmax(window)), []
     for pick, c in zip(reversed(choice), reversed(model.costs)):
         o = int(pick[b])
         selection.append(o)

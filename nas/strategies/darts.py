@@ -100,7 +100,7 @@ class DartsStrategy:
                  momentum: float = 0.9, weight_decay: float = 3e-4, grad_clip: float = 5.0, arch_lr: float | None = None,
                  arch_weight_decay: float = 1e-3, tau_max: float = 10.0, tau_min: float = 0.1,
                  cost: str = "latency", cost_weight: float = 0.0, lambda_lr: float = 0.5,
-                 budget_target: float = 0.95, beta_weight: float = 1.0, retrain: str = "scratch", retrain_epochs: int = 4,
+                 budget_target: float = 0.95, budget_band: float = 0.9, beta_weight: float = 1.0, retrain: str = "scratch", retrain_epochs: int = 4,
                  retrain_lr: float = 0.05) -> None:
         if not isinstance(space, RelaxableSpace):
             from nas.registry import SPACES
@@ -125,9 +125,12 @@ class DartsStrategy:
                               f"{space.name!r} has none, set strategy.partial_channels=1")
         self.guard = one_of(f"strategy {_NAME}", "guard", guard, GUARDS)
         self.beta_weight = _non_negative("beta_weight", beta_weight)
-        self.epochs = space.relax_epochs if epochs is None else positive_int(f"strategy {_NAME}", "epochs", epochs)
-        self.epochs_source = "space default" if epochs is None else "given"
-        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or not 0 <= warmup_epochs < self.epochs:
+        # None: sized when the search knows its data (the space's relax_steps weight steps, :meth:`resolve_epochs`)
+        self.epochs = None if epochs is None else positive_int(f"strategy {_NAME}", "epochs", epochs)
+        self.epochs_requested = self.epochs
+        self.epochs_source = "given"
+        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0 or (
+                self.epochs is not None and warmup_epochs >= self.epochs):
             raise ConfigError(f"strategy {_NAME}: warmup_epochs must be an integer in [0, epochs={self.epochs}), "
                               f"got {warmup_epochs!r}")
         self.warmup_epochs = warmup_epochs
@@ -151,6 +154,9 @@ class DartsStrategy:
         self.cost_weight = _non_negative("cost_weight", cost_weight)
         self.lambda_lr = float(lambda_lr)
         self.budget_target = positive_number(f"strategy {_NAME}", "budget_target", budget_target, maximum=1.0)
+        self.budget_band = _non_negative("budget_band", budget_band)
+        if self.budget_band > 1:
+            raise ConfigError(f"strategy {_NAME}: budget_band must be in [0, 1], got {budget_band!r}")
         self.retrain = one_of(f"strategy {_NAME}", "retrain", retrain, RETRAINS)
         self.retrain_epochs = _non_negative_int("retrain_epochs", retrain_epochs)
         self.retrain_lr = float(retrain_lr)
@@ -158,6 +164,14 @@ class DartsStrategy:
             from nas.oneshot.cost import check_relaxable_cost
 
             check_relaxable_cost(space)
+
+    def resolve_epochs(self, steps_per_epoch: int) -> int:
+        """``strategy.epochs``, or with it null the epochs that make the space's ``relax_steps`` weight steps."""
+        if self.epochs_requested is None:
+            self.epochs = max(1, math.ceil(self.space.relax_steps / max(steps_per_epoch, 1)), self.warmup_epochs + 1)
+            self.epochs_source = (f"sized: the space's {self.space.relax_steps} weight steps / {steps_per_epoch} "
+                                  f"per epoch, rounded up")
+        return self.epochs
 
     # ------------------------------------------------------------------ what the run asks
     @property
@@ -181,8 +195,9 @@ class DartsStrategy:
         """Everything that changes the search's result (its checkpoint is reused only under the same)."""
         keys = ("order", "sampling", "partial_channels", "guard", "epochs", "warmup_epochs", "batch_size", "lr",
                 "lr_min", "momentum", "weight_decay", "grad_clip", "arch_lr", "arch_weight_decay", "tau_max",
-                "tau_min", "cost", "cost_weight", "lambda_lr", "budget_target", "beta_weight", "seed")
-        return {k: getattr(self, k) for k in keys} | {"budget_ms": self.constraints.latency_ms}
+                "tau_min", "cost", "cost_weight", "lambda_lr", "budget_target", "budget_band", "beta_weight", "seed")
+        return ({k: getattr(self, k) for k in keys} | {"epochs": self.epochs_requested,
+                                                        "budget_ms": self.constraints.latency_ms})
 
     # ------------------------------------------------------------------ the search
     def search(self, supernet: RelaxedSupernet, train: tuple[torch.Tensor, torch.Tensor], *, resolution: int,
@@ -252,6 +267,7 @@ class _Search:
             raise ConfigError(f"strategy=darts needs at least 4 training images (half for the weights, half for the "
                               f"architecture), got {len(y)}")
         self.steps = half // self.batch
+        strategy.resolve_epochs(self.steps)
         self.gen = torch.Generator().manual_seed(strategy.seed)
         decisions = supernet.decisions
         self.alphas = [torch.nn.Parameter(1e-3 * torch.randn(len(d.options), generator=self.gen)) for d in decisions]
@@ -397,14 +413,15 @@ class _Search:
         return record
 
     def _adapt_lambda(self) -> None:
-        """Dual ascent on the budget: lambda grows while the derived architecture's cost is above
+        """Dual ascent on the budget: lambda grows while the expected cost (smooth in the parameters; the derived
+        network's cost jumps between extremes while the probabilities are flat) is above
         ``budget_target * budget`` and falls while it is below, below 0 too: a negative lambda rewards cost,
         so a search whose derived network sits well under the budget is steered to spend it (the target is
         the budget, not the cheapest network; the final derivation never exceeds the budget)."""
         if self.budget is None or self.costs is None:
             return
-        selection = [int(torch.argmax(a.detach())) for a in self.alphas]
-        ratio = self.costs.linear(selection) / self.budget
+        with torch.no_grad():
+            ratio = float(self.costs.expected([F.softmax(a, -1) for a in self.alphas])) / self.budget
         self.lam = self.lam + self.s.lambda_lr * (ratio - self.s.budget_target)
 
     def _record(self, totals: Mapping, seconds: float) -> dict:
@@ -428,16 +445,27 @@ class _Search:
         return record
 
     def derive(self) -> tuple[Arch, str]:
-        """The derived architecture: the space's rule on the probabilities; with a budget the derived network
-        exceeds (on the cost model itself), the most probable architecture within it (:func:`constrained_argmax`)."""
+        """The derived architecture: the space's rule on the probabilities; with a budget, the most probable
+        architecture whose cost is within ``[budget_band, 1] x budget`` (:func:`constrained_argmax`): a user
+        with a budget wants the most accurate network it buys, and one far under it leaves accuracy unspent.
+        Where no architecture lies in the band, the most probable within the budget."""
         probs = [np.asarray(p) for p in self.probs()]
         arch = self.s.space.derive(probs)
-        if self.budget is None or self.costs is None or self.costs.evaluate(arch) <= self.budget:
+        if self.budget is None or self.costs is None:
             return arch, "argmax"
-        selection = constrained_argmax(probs, self.costs, self.budget)
-        if selection is None:
-            return arch, "argmax (no architecture fits the budget)"
-        return self.s.space.arch_of(selection), "most probable within the budget (argmax exceeded it)"
+        cost = self.costs.evaluate(arch)
+        low = self.s.budget_band * self.budget
+        if low <= cost <= self.budget:
+            return arch, "argmax (within the budget band)"
+        band = f"[{self.s.budget_band:g}, 1] x budget"
+        for lower, words in ((low, f"most probable within {band}"), (None, "most probable within the budget")):
+            selection = constrained_argmax(probs, self.costs, self.budget, low=lower)
+            if selection is not None:
+                candidate = self.s.space.arch_of(selection)
+                if self.costs.evaluate(candidate) <= self.budget:
+                    why = "argmax exceeded the budget" if cost > self.budget else "argmax used less of it"
+                    return candidate, f"{words} ({why})"
+        return arch, "argmax (no architecture fits the budget)"
 
     # ---------------------------------------------------------------- checkpoints
     def save(self, path: Path) -> None:
