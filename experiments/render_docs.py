@@ -885,6 +885,47 @@ _DARTS_HW = "python experiments/darts_hardware.py"
 _DARTS_NB = "python experiments/darts_nb201.py"
 
 
+@renderer(pending_on="darts_cells.json")
+def darts_summary(res: Results) -> str:
+    """The README's one-shot headlines: one row per darts_* benchmark, with its command."""
+    nb, hw, cells = res.load("darts_nb201.json"), res.load("darts_hardware.json"), res.load("darts_cells.json")
+    s = nb["summary"]
+    seeds = nb["seeds"]
+    rows = [[f"NAS-Bench-201, {seeds} seeds (table CIFAR-10 test accuracy, mean)",
+             f"plain {s['none']['mean_cifar10_test']:.2f}, guarded {s['beta_decay']['mean_cifar10_test']:.2f} "
+             f"({s['beta_decay']['seeds_in_top5']} of {seeds} in the top 5 %)", f"`{_DARTS_NB}`"]]
+    for space, target in _unique((r["space"], r["target"]) for r in hw["rows"]):
+        mine = [r for r in hw["rows"] if r["space"] == space and r["target"] == target]
+        lat = [r for r in mine if r["cost"] == "latency"]
+        mac = [r for r in mine if r["cost"] == "macs"]
+        rows.append([f"`{space}` on `{target}`, {len(lat)} budgets (latency / budget; test accuracy)",
+                     f"latency-aware {min(r['latency_over_budget'] for r in lat):.2f}-"
+                     f"{max(r['latency_over_budget'] for r in lat):.2f}, "
+                     f"{sum(r['test_accuracy'] for r in lat) / len(lat):.1f} %; MACs baseline "
+                     f"{min(r['latency_over_budget'] for r in mac):.2f}-{max(r['latency_over_budget'] for r in mac):.2f}, "
+                     f"{sum(r['test_accuracy'] for r in mac) / len(mac):.1f} %", f"`{_DARTS_HW}`"])
+    c = cells["summary"]
+    rows.append([f"`darts` cells vs {len(cells['rows']) - 1} random (test accuracy)",
+                 f"derived {c['derived_test_accuracy']:.1f} %, random mean {c['random_mean']:.1f} %, best "
+                 f"{c['random_best']:.1f} % (percentile {c['percentile_among_random']:.0f})", "`python experiments/darts_cells.py`"])
+    return table(["benchmark", "result", "command"], rows) + "\n" + footer(
+        res.source("darts_nb201.json", command=_DARTS_NB), res.source("darts_hardware.json", command=_DARTS_HW),
+        res.source("darts_cells.json", command="python experiments/darts_cells.py"))
+
+
+@renderer(pending_on="darts_cells.json")
+def darts_cells(res: Results) -> str:
+    """The darts space's derived cell against random cells, from experiments/darts_cells.py."""
+    d = res.load("darts_cells.json")
+    rows = [[r["cell"], f"{r['test_accuracy']:.1f} %", str(r["parameter_free_ops"]), f"`{r['genotype']}`"]
+            for r in d["rows"]]
+    c = d["summary"]
+    text = table(["cell", "test accuracy", "parameter-free ops", "genotype"], rows)
+    text += (f"\n\nThe derived cell is at percentile {c['percentile_among_random']:.0f} of the random cells; the "
+             f"search took {c['search_cpu_min']:.1f} CPU minutes; every cell trained {c['retrain_epochs']} epochs.")
+    return text + "\n" + footer(res.source("darts_cells.json", command="python experiments/darts_cells.py"))
+
+
 @renderer(pending_on="darts_hardware.json")
 def darts_hardware(res: Results) -> str:
     """Hardware-aware differentiable search at three budgets, latency vs MACs, from experiments/darts_hardware.py."""

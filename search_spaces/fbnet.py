@@ -53,6 +53,7 @@ class FBNetSpace(SearchSpace, RelaxableSpace):
     name = "fbnet"
     relax_sampling = "gumbel"
     relax_steps = RELAX_STEPS
+    relax_lr = 0.1
     supports_partial_channels = False
 
     def __init__(

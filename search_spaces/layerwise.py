@@ -428,6 +428,7 @@ class LayerwiseSpace(WeightSharingSpace, RelaxableSpace):
     relax_sampling = "gumbel"
     #: As SPOS's training epochs (a Gumbel step costs about one SPOS step: :mod:`search_spaces.layerwise_relax`).
     relax_steps = 540  # ~0.1-0.2 s a step: 2-3 minutes (20 epochs of mnist5k)
+    relax_lr = 0.1
     supports_partial_channels = False
 
     def _setup(self, *, plan: Plan, families: Sequence[Family], in_channels: int, num_classes: int,

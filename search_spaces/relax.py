@@ -138,6 +138,10 @@ class RelaxableSpace(abc.ABC):
     #: data's weight half, rounded up, so a search takes about the same minutes on any dataset (sized per
     #: space from its measured step time to fit the embedded data's 10-minute search on this 2-core CPU).
     relax_steps: int = 500
+    #: The weights' learning rate when ``strategy.lr`` is null: DARTS's 0.025 where every option trains every
+    #: step (softmax); higher where each step trains one sampled path (gumbel), which learns more slowly per
+    #: step (measured on FBNet with the embedded digits: at 0.025 the supernet stayed at chance for 108 steps).
+    relax_lr: float = 0.025
     #: Whether :meth:`relax` supports PC-DARTS's partial channel connections (``partial_channels > 1``).
     supports_partial_channels: bool = False
     #: Whether any one option per decision is an architecture (:meth:`arch_of`), so a cost is a sum over

@@ -96,7 +96,7 @@ class DartsStrategy:
     def __init__(self, *, space: SearchSpace, objectives: Sequence[Objective], constraints: Constraints | None = None,
                  seed: int = 0, budget: int | None = None, order: str = "first", sampling: str = "auto",
                  partial_channels: int = 1, guard: str = "beta_decay", epochs: int | None = None,
-                 warmup_epochs: int = 0, batch_size: int = 64, lr: float = 0.025, lr_min: float = 0.001,
+                 warmup_epochs: int = 0, batch_size: int = 64, lr: float | None = None, lr_min: float = 0.001,
                  momentum: float = 0.9, weight_decay: float = 3e-4, grad_clip: float = 5.0, arch_lr: float | None = None,
                  arch_weight_decay: float = 1e-3, tau_max: float = 10.0, tau_min: float = 0.1,
                  cost: str = "latency", cost_weight: float = 0.0, lambda_lr: float = 0.5,
@@ -137,11 +137,14 @@ class DartsStrategy:
         self.batch_size = positive_int(f"strategy {_NAME}", "batch_size", batch_size)
         if arch_lr is not None:
             positive_number(f"strategy {_NAME}", "arch_lr", arch_lr)
+        lr_source = "given" if lr is not None else "space default"
+        lr = space.relax_lr if lr is None else lr
         for key, value in (("lr", lr), ("momentum", momentum), ("tau_max", tau_max),
                            ("tau_min", tau_min), ("grad_clip", grad_clip), ("lambda_lr", lambda_lr),
                            ("retrain_lr", retrain_lr)):
             positive_number(f"strategy {_NAME}", key, value)
         self.lr, self.momentum = float(lr), float(momentum)
+        self.lr_source = lr_source
         self.arch_lr = None if arch_lr is None else float(arch_lr)
         self.arch_lr_resolved: dict = {"value": self.arch_lr, "source": "given"} if arch_lr is not None else {}
         self.lr_min = _non_negative("lr_min", lr_min)
@@ -183,7 +186,8 @@ class DartsStrategy:
         """``results.json``'s ``strategy_resolved``: the settings this search ran with."""
         settings = {"epochs": {"value": self.epochs, "source": self.epochs_source},
                     "sampling": {"value": self.sampling, "source": "space default" if self.sampling_requested == "auto"
-                                 else "given"}, "arch_lr": dict(self.arch_lr_resolved)}
+                                 else "given"}, "arch_lr": dict(self.arch_lr_resolved),
+                    "lr": {"value": self.lr, "source": self.lr_source}}
         return {"requested": self.name, "name": self.name, "reason": "strategy=darts was requested",
                 "family": "one-shot", "budget": None, "settings": settings,
                 "options": {"order": self.order, "partial_channels": self.partial_channels, "guard": self.guard,
