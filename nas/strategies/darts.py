@@ -184,7 +184,9 @@ class DartsStrategy:
 
     def resolution(self) -> dict:
         """``results.json``'s ``strategy_resolved``: the settings this search ran with."""
-        settings = {"epochs": {"value": self.epochs, "source": self.epochs_source},
+        epochs = ({"value": self.epochs, "source": self.epochs_source} if self.epochs is not None else
+                  {"value": None, "source": "no search ran (arch= given)"})
+        settings = {"epochs": epochs,
                     "sampling": {"value": self.sampling, "source": "space default" if self.sampling_requested == "auto"
                                  else "given"}, "arch_lr": dict(self.arch_lr_resolved),
                     "lr": {"value": self.lr, "source": self.lr_source}}
