@@ -3,12 +3,12 @@ latency (``strategy.cost=macs``, the FLOPs-proxy baseline) at the same budget: t
 budget and its accuracy after training, per space and target.
 
     python experiments/darts_hardware.py [--settings fbnet:raspi4,mobilenet:arm_cpu] [--data digits]
-        [--quantiles 0.25,0.5,0.75] [--parallel 2]
+        [--quantiles 0.25,0.5,0.75] [--parallel 2] [--out darts_hardware.json]
 
 Budgets are quantiles of the latency of 200 random networks of the space on the target (the shipped table's
 exact per-layer sums on raspi4, the ARM prior on arm_cpu). Every other setting is the CLI default
 (``strategy=darts +space=S +target=T constraint.latency_ms=B``). Prints a table and writes
-``experiments/results/darts_hardware.json``.
+``experiments/results/darts_hardware.json`` (``--out``: another file, e.g. one per setting).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--data", default="digits")
     parser.add_argument("--quantiles", default="0.25,0.5,0.75")
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--out", default="darts_hardware.json")
     args = parser.parse_args()
     load = os.getloadavg()[0]
     quantiles = [float(q) for q in args.quantiles.split(",")]
@@ -64,7 +65,7 @@ def main() -> None:
     print(table(rows, [("space", "space"), ("target", "target"), ("budget_ms", "budget ms"), ("cost", "cost"),
                        ("latency_ms", "latency ms"), ("latency_over_budget", "latency/budget"),
                        ("test_accuracy", "test acc %"), ("search_cpu_min", "search CPU min")]))
-    write_results("darts_hardware.json", {"data": args.data, "quantiles": quantiles, "rows": rows}, load_before=load)
+    write_results(args.out, {"data": args.data, "quantiles": quantiles, "rows": rows}, load_before=load)
 
 
 if __name__ == "__main__":
