@@ -889,7 +889,7 @@ _DARTS_HW_FILES = ("darts_hardware.json", "darts_hardware_arm_cpu.json")
 def _darts_hw(res: Results) -> tuple[list[dict], list[str]]:
     rows, sources = [], []
     for name in _DARTS_HW_FILES:
-        if name == _DARTS_HW_FILES[0] or (RESULTS / name).is_file():
+        if name == _DARTS_HW_FILES[0] or (res.root / RESULTS / name).is_file():
             rows += res.load(name)["rows"]
             sources.append(res.source(name, command=_DARTS_HW))
     return rows, sources
