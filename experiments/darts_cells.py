@@ -35,7 +35,7 @@ def main() -> None:
     space = DartsSpace()
     rng = np.random.default_rng(1000 + args.seed)
     randoms = [space.to_public(space.sample(rng)) for _ in range(args.random)]
-    results = run_all([[*base, f"arch='{g}'"] for g in randoms], parallel=args.parallel)
+    results = run_all([[*base, f'arch="{g}"'] for g in randoms], parallel=args.parallel)  # Hydra: double quotes
     rows = [{"cell": "derived", "genotype": searched["best"]["public"],
              "test_accuracy": round(100 * searched["best"]["test_accuracy"], 2),
              "parameter_free_ops": parameter_free("darts", searched["best"]["arch"])}]

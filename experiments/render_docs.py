@@ -926,6 +926,40 @@ def darts_summary(res: Results) -> str:
 
 
 @renderer(pending_on="darts_cells.json")
+def darts_findings(res: Results) -> str:
+    """The issue's targets, checked against the darts_* results."""
+    nb, cells = res.load("darts_nb201.json"), res.load("darts_cells.json")
+    hw_rows, hw_sources = _darts_hw(res)
+    plain = [r for r in nb["rows"] if r["guard"] == "none"]
+    guarded = [r for r in nb["rows"] if r["guard"] == "beta_decay"]
+    lines = [f"- NAS-Bench-201 (target: every guarded seed in the top 5 %, at least {nb['top5_threshold']:.2f}): "
+             f"{sum(r['top5'] for r in guarded)} of {len(guarded)} guarded seeds are "
+             f"({', '.join(format(r['cifar10_test'], '.2f') for r in guarded)}). "
+             f"Plain DARTS collapses to parameter-free operations: {sum(r['parameter_free_ops'] for r in plain)} of "
+             f"{6 * len(plain)} edges over its {len(plain)} seeds are pooling or none, at "
+             f"{min(r['cifar10_test'] for r in plain):.2f}-{max(r['cifar10_test'] for r in plain):.2f}."]
+    for space, target in _unique((r["space"], r["target"]) for r in hw_rows):
+        lat = [r for r in hw_rows if (r["space"], r["target"], r["cost"]) == (space, target, "latency")]
+        mac = {r["budget_ms"]: r for r in hw_rows if (r["space"], r["target"], r["cost"]) == (space, target, "macs")}
+        within = sum(0.9 <= r["latency_over_budget"] <= 1.0 for r in lat)
+        wins = sum(r["test_accuracy"] > mac[r["budget_ms"]]["test_accuracy"] for r in lat)
+        ties = sum(r["test_accuracy"] == mac[r["budget_ms"]]["test_accuracy"] for r in lat)
+        lines.append(f"- `{space}` on `{target}` (target: latency within 90-100 % of the budget at each budget, and "
+                     f"more accurate than the MACs baseline): {within} of {len(lat)} budgets within; latency-aware "
+                     f"more accurate at {wins}, as accurate at {ties}, less at {len(lat) - wins - ties}; the MACs "
+                     f"baseline's networks land at {min(m['latency_over_budget'] for m in mac.values()):.2f}-"
+                     f"{max(m['latency_over_budget'] for m in mac.values()):.2f} of the budget.")
+    c = cells["summary"]
+    minutes = [r["search_cpu_min"] for r in nb["rows"] + hw_rows] + [c["search_cpu_min"]]
+    lines.append(f"- `darts` cells: the derived cell's test accuracy is at percentile {c['percentile_among_random']:.0f} "
+                 f"of {len(cells['rows']) - 1} random cells.")
+    lines.append(f"- Search time (target: at most 10 CPU minutes on the embedded data): {min(minutes):.1f}-"
+                 f"{max(minutes):.1f} CPU minutes per search at the defaults (`data=digits`, one thread).")
+    return "\n".join(lines) + "\n" + footer(res.source("darts_nb201.json", command=_DARTS_NB), *hw_sources,
+                                             res.source("darts_cells.json", command="python experiments/darts_cells.py"))
+
+
+@renderer(pending_on="darts_cells.json")
 def darts_cells(res: Results) -> str:
     """The darts space's derived cell against random cells, from experiments/darts_cells.py."""
     d = res.load("darts_cells.json")
