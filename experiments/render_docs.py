@@ -950,7 +950,7 @@ def darts_findings(res: Results) -> str:
                      f"baseline's networks land at {min(m['latency_over_budget'] for m in mac.values()):.2f}-"
                      f"{max(m['latency_over_budget'] for m in mac.values()):.2f} of the budget.")
     c = cells["summary"]
-    minutes = [r["search_cpu_min"] for r in nb["rows"] + hw_rows] + [c["search_cpu_min"]]
+    minutes = [r["search_cpu_min"] for r in [*nb["rows"], *hw_rows]] + [c["search_cpu_min"]]
     lines.append(f"- `darts` cells: the derived cell's test accuracy is at percentile {c['percentile_among_random']:.0f} "
                  f"of {len(cells['rows']) - 1} random cells.")
     lines.append(f"- Search time (target: at most 10 CPU minutes on the embedded data): {min(minutes):.1f}-"
