@@ -212,17 +212,15 @@ def _latency_of(space, target, arch: Arch, final: dict, costs: DecisionCosts | N
 def _table_accuracy(space, arch: Arch) -> dict:
     """For a space with a shipped accuracy table (NAS-Bench-201): the derived cell's accuracy there and its
     percentile among all the table's cells."""
-    from nas.tables import SHIPPED_TABLES, load_table, shipped_table
+    from nas.tables import SHIPPED_TABLES
+    from nas.tabular import TabularEvaluator
 
-    entry = SHIPPED_TABLES.get(space.name)
-    if not entry or not entry.get("accuracy_column"):
+    if not (SHIPPED_TABLES.get(space.name) or {}).get("accuracy_column"):
         return {}
-    entry = shipped_table(space.name)
-    column = str(entry["accuracy_column"])
-    table = load_table(str(entry["path"]), space, str(entry["arch_column"]), (column,))
-    value = table.lookup(arch, column)
-    values = table.values[column]
-    return {"table_accuracy": {"value": value, "column": column, "table": Path(str(entry["path"])).name,
+    evaluator = TabularEvaluator(space)  # the shipped table, as evaluator=tabular reads it
+    value = evaluator.accuracy(arch)
+    values = evaluator.table.values[evaluator.column]
+    return {"table_accuracy": {"value": value, "column": evaluator.column, "table": evaluator.table.path.name,
                                "percentile": float(100.0 * np.mean(values[np.isfinite(values)] <= value))}}
 
 
