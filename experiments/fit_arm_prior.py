@@ -64,7 +64,8 @@ def main() -> None:
 
     X, y, origin = training_data()
     full = fit_kernel_prior(X, y)
-    fitted = regression_metrics(y, full.predict(X))
+    fitted = regression_metrics(y, KernelPrior(name="arm prior", description="in sample", predictor=full)
+                                .predict_features(X))
     if not args.no_save:
         full.save(PRIORS_DIR / "arm_cpu", metadata={
             "description": f"kernel-level model of Raspberry Pi 4 (Cortex-A72) latency fitted on {len(y)} "

@@ -3,7 +3,7 @@
 import pytest
 
 from nas.errors import DeviceError, ModelError
-from nas.hardware.priors import borrow_unseen_kinds, fit_kernel_prior, load_prior, training_data
+from nas.hardware.priors import KernelPrior, borrow_unseen_kinds, fit_kernel_prior, load_prior, training_data
 from nas.registry import TARGETS
 from predictors.features import latency_features
 from predictors.metrics import spearman
@@ -15,15 +15,15 @@ def test_shipped_prior_ranks_real_pi4_latencies():
     X, y, origin = training_data(limit=300, seed=1)
     prior = load_prior("arm_cpu")
     assert "Raspberry Pi 4" in prior.description
-    predicted = prior.predictor.predict(X)
+    predicted = prior.predict_features(X)
     for source in (0, 1):  # fbnet, nb201
         assert spearman(y[origin == source], predicted[origin == source]) > 0.85
 
 
 def test_prior_fitted_on_one_space_ranks_another():
     X, y, origin = training_data(limit=400, seed=2)
-    model = fit_kernel_prior(X[origin == 0], y[origin == 0])  # FBNet only
-    assert spearman(y[origin == 1], model.predict(X[origin == 1])) > 0.75  # NAS-Bench-201 cells
+    model = KernelPrior(name="fbnet only", description="", predictor=fit_kernel_prior(X[origin == 0], y[origin == 0]))
+    assert spearman(y[origin == 1], model.predict_features(X[origin == 1])) > 0.75  # NAS-Bench-201 cells
 
 
 def test_prior_covers_ofa_including_squeeze_excitation():

@@ -317,7 +317,7 @@ def test_prior_prices_concat_and_slice_above_zero():
     assert X[0, concat + 2] == 6
     without = X.copy()
     without[0, concat:concat + 3] = 0
-    assert prior._predict_features(X)[0] > prior._predict_features(without)[0]
+    assert prior.predict_features(X)[0] > prior.predict_features(without)[0]
 
 
 def test_prior_alone_records_borrowed_kinds_without_touching_the_run_rng(monkeypatch):

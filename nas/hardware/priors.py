@@ -61,6 +61,12 @@ BORROW_RULES = {
         f"its {term} at the {donor} rate" for term, donor in zip(_TERMS, donors) if donor is not None)
     + f" ({_WHY[kind]})"
     for kind, donors in _BORROW.items()}
+# Kernel kinds the ARM data ran but cannot price -> the kind whose three rates they take. Every network of a
+# source space has the same classifier (FBNet's 1984 -> 100, NB201's 64 -> 10), so a linear rate is confounded
+# with each space's constant: the fit put 14 ms per MMAC on it, 70x the pointwise-conv rate, and a 480 -> 640
+# MobileNetV3 head then cost 4.4 ms. A linear layer at batch 1 is a 1x1 convolution on a 1x1 map, so it takes
+# the pwconv rates; the refit scores the same on both sources (experiments/fit_arm_prior.py).
+_TIED: dict[str, str] = {"linear": "pwconv"}
 # NB201 cells without an input-output path measure ~0 ms (nothing runs); they carry no cost information.
 _MIN_LATENCY_MS = 0.5
 
@@ -70,8 +76,13 @@ def _column(kind: str, term: int) -> int:
 
 
 def borrow_unseen_kinds(X: np.ndarray) -> np.ndarray:
-    """Move the aggregates of kernel kinds the prior never saw onto the kinds they are costed as."""
+    """Move the aggregates of kernel kinds the prior never saw (:data:`BORROW_RULES`) or cannot price
+    (``_TIED``: linear) onto the kinds they are costed as; applied alike before fitting and predicting."""
     X = np.array(X, dtype=np.float64, copy=True)
+    for kind, donor in _TIED.items():
+        for term in range(3):
+            X[:, _column(donor, term)] += X[:, _column(kind, term)]
+            X[:, _column(kind, term)] = 0.0
     for kind, donors in _BORROW.items():
         for term, donor in enumerate(donors):
             if donor is not None:
@@ -99,7 +110,7 @@ class KernelPrior:
 
         if not archs:
             return np.zeros(0)
-        return self._predict_features(latency_features(space, archs, "kernel"))
+        return self.predict_features(latency_features(space, archs, "kernel"))
 
     def predict_codes(self, space: SearchSpace, codes: np.ndarray) -> np.ndarray:
         """:meth:`predict` of the archs of ``codes`` (:meth:`SearchSpace.to_codes`), with the kernel features
@@ -108,7 +119,7 @@ class KernelPrior:
 
         if not len(codes):
             return np.zeros(0)
-        return self._predict_features(latency_features_codes(space, codes, "kernel"))
+        return self.predict_features(latency_features_codes(space, codes, "kernel"))
 
     def borrowed(self, kernel_features: np.ndarray) -> dict[str, str]:
         """``{kind: rule}`` of the kernel kinds this prior prices by a borrowed rule (the Pi 4 data never ran
@@ -121,7 +132,7 @@ class KernelPrior:
 
         return self.borrowed(latency_features(space, archs, "kernel")) if archs else {}
 
-    def _predict_features(self, kernel_features: np.ndarray) -> np.ndarray:
+    def predict_features(self, kernel_features: np.ndarray) -> np.ndarray:
         X = borrow_unseen_kinds(kernel_features)
         # A prior must stay a latency: floor at a microsecond so logs and ratios downstream stay defined.
         return np.maximum(np.asarray(self.predictor.predict(X), dtype=np.float64), 1e-3)
@@ -160,10 +171,11 @@ def training_data(device: str = ARM_DEVICE, sources: Sequence[str] = ARM_SOURCES
 
 
 def fit_kernel_prior(X: np.ndarray, y: np.ndarray):
-    """The kernel-level model fitted on ``X -> y`` (kernel features, ms)."""
+    """The kernel-level model fitted on ``X -> y`` (kernel features, ms, priced as :func:`borrow_unseen_kinds`
+    moves them: wrap it in a :class:`KernelPrior` to predict)."""
     from nas.registry import PREDICTORS
 
-    return PREDICTORS.get("kernel")().fit(X, y)
+    return PREDICTORS.get("kernel")().fit(borrow_unseen_kinds(X), y)
 
 
 @functools.lru_cache(maxsize=None)
