@@ -157,6 +157,16 @@ def test_constrained_argmax_is_the_most_probable_selection_within_the_budget():
             sum(np.log(p[i]) for p, i in zip(probs, best)))
 
 
+def test_constrained_argmax_lower_edge_holds_on_exact_costs():
+    # Each option 1 costs 0.101, rounded up to two steps of 0.1: three of them are 6 rounded steps (over a
+    # lower edge of 5) but 0.303 exactly, under it; the lower edge must hold on the exact costs.
+    costs = DecisionCosts(base=0.0, costs=[np.array([0.0, 0.101])] * 5, unit="ms", source="test",
+                          evaluate_many=lambda archs: np.zeros(len(archs)))
+    probs = [np.array([0.9, 0.1])] * 5
+    got = constrained_argmax(probs, costs, 1.0, low=0.5, steps=10)
+    assert got is not None and costs.linear(got) >= 0.5 and costs.linear(got) <= 1.0
+
+
 @pytest.mark.parametrize("options", [{}, {"sampling": "gumbel"}, {"order": "second"}])
 def test_resume_equals_an_uninterrupted_search(tmp_path, options):
     X, y = toy_data(64)

@@ -126,8 +126,8 @@ def constrained_argmax(probs: Sequence[np.ndarray], model: DecisionCosts, budget
                        steps: int = 4000) -> list[int] | None:
     """The most probable selection (max of summed log-probabilities) whose *linearised* cost is within
     ``budget`` (and, with ``low``, at least ``low``): a multiple-choice knapsack solved by dynamic programming
-    over the budget in ``steps`` steps, each option's cost rounded up (so the answer is within budget). None
-    when no selection fits."""
+    over the budget in ``steps`` steps, each option's cost rounded up (so the answer is within budget, and at
+    least ``low`` in exact cost). None when no selection fits."""
     slack = budget - model.base
     if slack < -1e-12:
         return None
@@ -150,7 +150,10 @@ def constrained_argmax(probs: Sequence[np.ndarray], model: DecisionCosts, budget
             new[better], pick[better] = candidate[better], o
         best = new
         choice.append(pick)
-    first = 0 if low is None else int(min(max(math.ceil((low - model.base) / step - 1e-9), 0), steps))
+    # Rounding up adds less than a step per decision, so a selection of at least ``low`` in rounded steps may
+    # fall short of it in exact cost by up to one step per decision: start the window that many steps higher.
+    first = 0 if low is None else int(min(max(math.ceil((low - model.base) / step - 1e-9) + len(model.costs), 0),
+                                          steps))
     window = best[first:]
     if not np.isfinite(window).any():
         return None

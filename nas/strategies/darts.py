@@ -459,7 +459,7 @@ class _Search:
             selection = constrained_argmax(probs, self.costs, self.budget, low=lower)
             if selection is not None:
                 candidate = self.s.space.arch_of(selection)
-                if self.costs.evaluate(candidate) <= self.budget:
+                if (lower or 0.0) <= self.costs.evaluate(candidate) <= self.budget:
                     why = "argmax exceeded the budget" if cost > self.budget else "argmax used less of it"
                     return candidate, f"{words} ({why})"
         return arch, "argmax (no architecture fits the budget)"
