@@ -1,5 +1,6 @@
 """The arm_cpu latency prior: shipped, loads without pickles, and ranks real Raspberry Pi 4 latencies."""
 
+import numpy as np
 import pytest
 
 from nas.errors import DeviceError, ModelError
@@ -67,3 +68,16 @@ def test_gpu_target_without_cuda_says_how_to_get_it():
         pytest.skip("this machine has CUDA")
     with pytest.raises(DeviceError, match="onnxruntime-gpu"):
         TARGETS.get("gpu")()
+
+
+def test_linear_layers_are_priced_as_pointwise_convs():
+    # The Pi 4 data has one classifier per source space, so a free linear rate is that space's constant in
+    # disguise (it came out 70x the 1x1-conv rate); the prior ties it to the pwconv rates instead.
+    prior = load_prior("arm_cpu")
+    linear, pw = 3 * KINDS.index("linear"), 3 * KINDS.index("pwconv")
+    assert (prior.predictor.coef[linear:linear + 3] == 0).all()
+    as_linear, as_pw = np.zeros((1, len(KINDS) * 3)), np.zeros((1, len(KINDS) * 3))
+    as_linear[0, linear:linear + 3] = (0.3, 0.01, 1.0)  # 0.3 MMACs, 0.01 MB, one kernel
+    as_pw[0, pw:pw + 3] = (0.3, 0.01, 1.0)
+    assert prior.predict_features(as_linear)[0] == pytest.approx(prior.predict_features(as_pw)[0])
+    assert prior.predict_features(as_linear)[0] < 1.0  # a 480 -> 640 head layer: well under a millisecond

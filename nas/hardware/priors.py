@@ -20,6 +20,10 @@ rule (:data:`BORROW_RULES`), and a run reports which of them its space executes 
   shuffle's per-byte rate is not 0 (its per-launch rate is), so a concat or split costs its traffic
   (``tests/test_kernel_trace.py`` checks both facts on the shipped prior).
 
+``linear`` did run on the Pi 4, but every network of a source space has the same classifier, so its own
+rate is confounded with each space's constant; it is priced at the pointwise-conv rates (``_TIED``), before
+fitting and predicting alike, and is not reported as borrowed.
+
 It is a *prior*: another board, runtime or thread count differs in scale and balance. Runs that use it
 alone say so loudly; as soon as measurements of the user's board exist it is calibrated on them
 (:func:`nas.surrogate.calibrate_prior`). ``experiments/fit_arm_prior.py`` refits the shipped file
@@ -133,6 +137,7 @@ class KernelPrior:
         return self.borrowed(latency_features(space, archs, "kernel")) if archs else {}
 
     def predict_features(self, kernel_features: np.ndarray) -> np.ndarray:
+        """Latencies (ms) of ``kernel`` feature rows (:func:`predictors.features.latency_features`)."""
         X = borrow_unseen_kinds(kernel_features)
         # A prior must stay a latency: floor at a microsecond so logs and ratios downstream stay defined.
         return np.maximum(np.asarray(self.predictor.predict(X), dtype=np.float64), 1e-3)
