@@ -236,9 +236,10 @@ class DartsSpace(SearchSpace, RelaxableSpace):
     # default proxy (8 channels, 5 cells) on a batch of 64 28x28 images takes ~2.6-2.8 s (0.7-1.3 s at 8x8:
     # ~12,000 small ops, so it is bound by per-op cost, and narrower or shallower proxies gain little). An
     # epoch on mnist5k (1,750 images for the weights, 1,750 for the architecture, first order) is 56 of them,
-    # ~2.5 minutes, so 3 epochs fit in minutes; a real search wants more (strategy.epochs) or a GPU.
-    # 60 steps measured 12.2 CPU minutes on the digits and 15.9 on mnist5k (8-16 s a step with the architecture
-    # step, on the shared machine), over the 10 CPU minutes a default search may take here: 32 steps.
+    # ~2.5 minutes on a quiet core; a real search wants more (strategy.epochs) or a GPU. 60 steps measured 12.2
+    # CPU minutes on the digits and 15.9 on mnist5k (8-16 s a step with the architecture step, on the shared
+    # machine), over the 10 CPU minutes a default search may take here: 32 steps (epochs round up, so mnist5k's
+    # 27-step epochs make it 54).
     relax_steps = 32
     supports_partial_channels = True
 

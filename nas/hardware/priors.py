@@ -70,7 +70,7 @@ BORROW_RULES = {
 # with each space's constant: the fit put 14 ms per MMAC on it, 70x the pointwise-conv rate, and a 480 -> 640
 # MobileNetV3 head then cost 4.4 ms. A linear layer at batch 1 is a 1x1 convolution on a 1x1 map, so it takes
 # the pwconv rates; the refit scores the same on both sources (experiments/fit_arm_prior.py).
-_TIED: dict[str, str] = {"linear": "pwconv"}
+_TIED: dict[str, tuple[str | None, str, str]] = {"linear": ("pwconv", "pwconv", "pwconv")}
 # NB201 cells without an input-output path measure ~0 ms (nothing runs); they carry no cost information.
 _MIN_LATENCY_MS = 0.5
 
@@ -83,11 +83,7 @@ def borrow_unseen_kinds(X: np.ndarray) -> np.ndarray:
     """Move the aggregates of kernel kinds the prior never saw (:data:`BORROW_RULES`) or cannot price
     (``_TIED``: linear) onto the kinds they are costed as; applied alike before fitting and predicting."""
     X = np.array(X, dtype=np.float64, copy=True)
-    for kind, donor in _TIED.items():
-        for term in range(3):
-            X[:, _column(donor, term)] += X[:, _column(kind, term)]
-            X[:, _column(kind, term)] = 0.0
-    for kind, donors in _BORROW.items():
+    for kind, donors in {**_TIED, **_BORROW}.items():  # no donor is itself moved, so the order is free
         for term, donor in enumerate(donors):
             if donor is not None:
                 X[:, _column(donor, term)] += X[:, _column(kind, term)]
