@@ -20,7 +20,7 @@ T = TypeVar("T")
 _BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
     "space": ("search_spaces.ofa", "search_spaces.nb201", "search_spaces.fbnet", "search_spaces.mobilenet",
               "search_spaces.shufflenet", "search_spaces.ghostnet", "search_spaces.blockmix",
-              "search_spaces.darts"),
+              "search_spaces.darts", "search_spaces.channels"),
     "strategy": ("nas.strategies.evolution", "nas.strategies.random_search", "nas.strategies.regularized_evolution",
                  "nas.strategies.guided", "nas.strategies.reinforce", "nas.strategies.optuna_samplers",
                  "nas.strategies.auto", "nas.strategies.darts"),

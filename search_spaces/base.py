@@ -222,6 +222,13 @@ class SearchSpace(abc.ABC):
             return self.validate(obj)
         return self.from_public(obj)
 
+    def store_id(self, arch: Mapping[str, Value]) -> str:
+        """The id the measurement store keys ``arch``'s latency by: its :func:`nas.arch.arch_id`, unless the labels
+        alone do not identify the network (the ``channels`` space adds its base network)."""
+        from nas.arch import arch_id
+
+        return arch_id(arch)
+
     def describe(self, arch: Mapping[str, Value]) -> str:
         """A short human-readable summary of ``arch`` for logs and plots."""
         return ", ".join(f"{k}={v}" for k, v in arch.items())

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from nas.arch import Value, arch_id
+from nas.arch import Value
 from nas.errors import ConfigError, ModelError
 from nas.export import check_input_shape, export_onnx
 from nas.hardware.measure import MeasureConfig, Measurement, device_description, measure_onnx
@@ -115,7 +115,7 @@ class Target(abc.ABC):
         """Latency of ``arch``: from the store if measured before (unless ``remeasure``), else build, export,
         measure (weights do not affect latency) and store it at once."""
         arch = space.validate(arch)
-        aid = arch_id(arch)
+        aid = space.store_id(arch)
         shape = check_input_shape(space.input_shape(arch))
         store = self.store
         if store is not None:

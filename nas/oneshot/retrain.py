@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,26 @@ from nas.checkpoint import load_checkpoint, optimizer_from_tensors, optimizer_to
 from nas.data import DataSplits
 
 
+#: ``loss_fn(model, x, y, step)`` -> (loss, logits): what one step minimises (default: cross-entropy). ``step`` is
+#: the global step number, so a loss that draws random choices can seed them by it (a resumed run draws alike).
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = model(x)
+    return F.cross_entropy(logits, y), logits
+
+
 def train_network(model: nn.Module, data: DataSplits, *, epochs: int, lr: float, resolution: int, seed: int,
                   batch_size: int = 64, weight_decay: float = 3e-4, momentum: float = 0.9, grad_clip: float = 5.0,
-                  checkpoint: Path | None = None, progress: bool = True, desc: str = "train") -> dict:
+                  checkpoint: Path | None = None, progress: bool = True, desc: str = "train",
+                  loss_fn: LossFn = cross_entropy_loss, evaluate_fn: Callable[[nn.Module], float] | None = None) -> dict:
     """Train ``model`` in place on ``data.train`` for ``epochs`` epochs; its accuracy on ``data.val`` after each
-    epoch, and the time it took, in the returned summary."""
+    epoch (``evaluate_fn(model)`` when given), and the time it took, in the returned summary."""
+    if evaluate_fn is None:
+        def evaluate_fn(m: nn.Module) -> float:
+            return evaluate(m, data.val.X, data.val.y, resolution=resolution)
+
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=True,
                                 weight_decay=weight_decay)
     X, Y = data.train
@@ -57,15 +73,14 @@ def train_network(model: nn.Module, data: DataSplits, *, epochs: int, lr: float,
                 idx = order[step * batch:(step + 1) * batch]
                 x, y = resize_batch(X[idx], resolution), Y[idx]
                 optimizer.zero_grad(set_to_none=True)
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
+                loss, logits = loss_fn(model, x, y, epoch * steps + step)
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                 optimizer.step()
                 total += float(loss.detach())
                 correct += int((logits.detach().argmax(1) == y).sum())
                 bar.update(1)
-            val = evaluate(model, data.val.X, data.val.y, resolution=resolution)
+            val = evaluate_fn(model)
             seconds += time.perf_counter() - started
             history.append({"epoch": epoch + 1, "loss": total / steps, "train_acc": correct / (steps * batch),
                             "val_acc": val})
@@ -78,6 +93,6 @@ def train_network(model: nn.Module, data: DataSplits, *, epochs: int, lr: float,
                                  "rng": rng.bit_generator.state, "history": history, "seconds": seconds})
     finally:
         bar.close()
-    val = history[-1]["val_acc"] if history else evaluate(model, data.val.X, data.val.y, resolution=resolution)
+    val = history[-1]["val_acc"] if history else evaluate_fn(model)
     return {"epochs": epochs, "lr": lr, "batch_size": batch, "history": history, "val_accuracy": val,
             "seconds": round(seconds, 1)}

@@ -1,0 +1,1 @@
+"""Channel search: the channels space's machinery (dependency groups, evaluators, AMC agent, finalisation)."""
