@@ -166,3 +166,22 @@ def test_a_base_torch_pruning_cannot_analyse_is_refused_with_the_reason():
     arch = shuffle.sample(np.random.default_rng(0))
     with pytest.raises(ConfigError, match="Torch-Pruning cannot analyse"):
         ChannelSpace(base=json.dumps({"space": "shufflenet", "arch": arch}))
+
+
+def test_slimmable_supernet_at_full_width_equals_the_base(mbv2):
+    from nas.channels.slimmable import SandwichLoss, SlimmableNet
+
+    net = SlimmableNet(mbv2).eval()
+    x = torch.randn(4, *mbv2.input_shape(mbv2.largest()))
+    net.set_active(mbv2.largest())
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), mbv2.base_model.eval()(x))
+        # a narrower width keeps the leading channels: equal to its physically slimmed copy
+        arch = mbv2.uniform(0.5)
+        net.set_active(arch)
+        torch.testing.assert_close(net(x), net.extract(arch)(x), atol=1e-5, rtol=1e-5)
+    net.train()
+    loss, logits = SandwichLoss(net, random_widths=1, seed=0)(net, x, torch.tensor([0, 1, 2, 3]), 0)
+    loss.backward()
+    assert logits.shape == (4, 10) and float(loss) > 0
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)

@@ -187,10 +187,12 @@ class ChannelMasks:
     def set(self, kept: Mapping[str, Sequence[int]]) -> None:
         """Keep exactly the channels ``kept[label]`` of each listed group (the others: all channels)."""
         for label, mask in self._masks.items():
-            mask.fill_(1.0)
+            # New tensors, never in-place edits: a sandwich step runs several widths in one autograd graph.
+            fresh = torch.ones_like(mask)
             if label in kept:
-                mask.zero_()
-                mask[list(kept[label])] = 1.0
+                fresh = torch.zeros_like(mask)
+                fresh[list(kept[label])] = 1.0
+            self._masks[label] = fresh
 
     def remove(self) -> None:
         for handle in self._handles:
