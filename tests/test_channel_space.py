@@ -183,5 +183,32 @@ def test_slimmable_supernet_at_full_width_equals_the_base(mbv2):
     net.train()
     loss, logits = SandwichLoss(net, random_widths=1, seed=0)(net, x, torch.tensor([0, 1, 2, 3]), 0)
     loss.backward()
-    assert logits.shape == (4, 10) and float(loss) > 0
+    assert logits.shape == (4, 10) and float(loss.detach()) > 0
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+
+def test_a_base_without_weights_is_trained_once_cached_and_reloadable_as_a_checkpoint(tmp_path, tiny_digits,
+                                                                                      one_torch_thread):
+    from nas.channels.base import obtain_base
+
+    def fresh(**kw) -> ChannelSpace:
+        return ChannelSpace(base_config={"width_mult": 0.35}, num_classes=tiny_digits.num_classes,
+                            in_channels=tiny_digits.in_channels, **kw)
+
+    space = fresh()
+    info = obtain_base(space, tiny_digits, train={"epochs": 1}, seed=0, cache_dir=tmp_path, progress=False)
+    assert info["source"] == "trained" and info["train"]["epochs"] == 1
+    again = fresh()
+    assert obtain_base(again, tiny_digits, train={"epochs": 1}, seed=0, cache_dir=tmp_path,
+                       progress=False)["source"] == "cache"
+    x = tiny_digits.val.X[:4]
+    with torch.no_grad():
+        torch.testing.assert_close(again.base_model(x), space.base_model(x))
+    # the cached file is a base checkpoint: space.base=<file> gives the same network with the same weights
+    from_file = ChannelSpace(
+        base=info["path"], num_classes=tiny_digits.num_classes, in_channels=tiny_digits.in_channels)
+    assert [g.channels for g in from_file.groups] == [g.channels for g in space.groups]
+    assert obtain_base(from_file, tiny_digits, train=None, seed=0, cache_dir=tmp_path,
+                       progress=False)["source"] == "checkpoint"
+    with torch.no_grad():
+        torch.testing.assert_close(from_file.base_model(x), space.base_model(x))

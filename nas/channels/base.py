@@ -195,3 +195,50 @@ def load_base_weights(path: Path | str, model: nn.Module) -> dict[str, Any]:
         raise ModelError(f"{path} does not match the base network (differing tensors: {sorted(missing)[:4]})")
     model.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()})
     return meta
+
+
+#: Training of a base that comes without weights (``space.train``), sized for the embedded data on 2 cores.
+DEFAULT_TRAIN = {"epochs": 8, "lr": 0.1, "batch_size": 64, "weight_decay": 4e-5}
+
+
+def obtain_base(space, data, *, train: Mapping[str, Any] | None, seed: int, cache_dir: Path, calib_images: int = 500,
+                progress: bool = True) -> dict[str, Any]:
+    """Give ``space`` (a :class:`~search_spaces.channels.ChannelSpace`) its base network's trained weights, and
+    say where they came from: a base.npz, an earlier run's supernet, the cache, or training now (cached)."""
+    from nas.oneshot.retrain import train_network
+
+    spec: BaseSpec = space.spec
+    model = space.base_space.build(space.base_arch)
+    if spec.weights:
+        meta = load_base_weights(spec.weights, model)
+        space.attach_weights(model)
+        return {"source": "checkpoint", "path": spec.weights, "train": meta.get("train")}
+    if spec.supernet:
+        from nas.accuracy import SupernetEvaluator
+        from nas.training import load_trained_supernet
+
+        supernet, _meta = load_trained_supernet(spec.supernet, space.base_space)
+        sub = SupernetEvaluator(space.base_space, supernet, data, calib_images=calib_images, seed=seed)
+        extracted = sub.subnet(space.base_arch)
+        model.load_state_dict(extracted.state_dict())
+        space.attach_weights(model)
+        return {"source": "run", "run": spec.run, "supernet": spec.supernet}
+    settings = {**DEFAULT_TRAIN, **dict(train or {})}
+    key = hashlib.sha256(json.dumps({"base": spec.fingerprint(), "data": data.describe(), "seed": seed,
+                                     "train": settings}, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    folder = Path(cache_dir) / "channel_bases" / f"{spec.fingerprint()}-{key}"
+    cached = folder / BASE_FILE
+    if cached.is_file():
+        meta = load_base_weights(cached, model)
+        space.attach_weights(model)
+        log.info("base network loaded from cache %s", cached)
+        return {"source": "cache", "path": str(cached), "train": meta.get("train")}
+    torch.manual_seed(seed)
+    model = space.base_space.build(space.base_arch)
+    summary = train_network(model, data, epochs=int(settings["epochs"]), lr=float(settings["lr"]),
+                            batch_size=int(settings["batch_size"]), weight_decay=float(settings["weight_decay"]),
+                            resolution=space.input_shape(space.base_arch)[-1], seed=seed,
+                            checkpoint=folder / "state.npz", progress=progress, desc=f"train base ({spec.source})")
+    save_base(cached, model, spec, {"train": summary})
+    space.attach_weights(model.eval())
+    return {"source": "trained", "path": str(cached), "train": summary}
