@@ -5,12 +5,18 @@
     python -m search_spaces describe --space ofa --arch '{"ks": [...], "e": [...], "d": [...], "r": 224}'
         [--width 1.0] [--num-classes 1000] [--in-channels 3] [--resolutions 24,28,32] [--resolution 224]
     python -m search_spaces describe --preset mobilenet_v3_large
+    python -m search_spaces describe --space channels --base mobilenet_v2 --base-config '{"width_mult": 0.5}'
+        [--arch '{"g00": 8, ...}' | --uniform 0.5]
 
 ``describe`` prints one JSON object (space, arch, params, macs, arch_id, resolution ...). With ``--preset`` it
 builds a public reference network (ImageNet configuration) as a member of its space and adds the space's
 options (``space_config``: what ``python -m nas.search +space=SPACE space.KEY=VALUE ... arch=...`` needs to
 evaluate that arch) and the reference implementation's parameter count. Bad input prints one line
 ``error: <message>`` to stderr and exits with status 2.
+
+``--space channels`` describes a member of a base network's channel space (``--base`` / ``--base-run`` as
+``space.base`` / ``space.base_run``); without ``--arch`` the full base (``--uniform R``: every group at ratio R),
+and ``groups`` lists the dependency groups with their widths.
 """
 
 from __future__ import annotations
@@ -74,6 +80,9 @@ def describe(args: argparse.Namespace) -> dict[str, object]:
         "in_channels": args.in_channels,
         "resolutions": args.resolutions,
         "resolution": args.resolution,
+        "base": args.base,
+        "base_run": args.base_run,
+        "base_config": json.loads(args.base_config) if args.base_config else None,
     }
     given = {k: v for k, v in given.items() if v is not None}
     extra: dict[str, object] = {}
@@ -87,6 +96,16 @@ def describe(args: argparse.Namespace) -> dict[str, object]:
         arch = preset.arch(space)
         extra = {"preset": preset.name, "space_config": space.config(), "reference": preset.reference,
                  "reference_params": preset.reference_params, "space_overrides": _overrides(space)}
+    elif args.space == "channels":
+        space = _make_space(args.space, given)
+        if args.arch is not None:
+            arch = space.parse(parse_json_arg(args.arch))
+        else:
+            arch = space.uniform(args.uniform) if args.uniform is not None else space.largest()
+        extra = {"base": space.spec.to_dict(), "keep_ratio": round(space.keep_ratio(arch), 4),
+                 "groups": [{"label": g.label, "channels": g.channels, "kept": space.widths(arch)[g.label],
+                             "options": list(space.choices().get(g.label, (g.channels,))), "layers": g.describe()}
+                            for g in space.groups]}
     else:
         if args.arch is None:
             raise UserError("describe needs --arch JSON (or --preset NAME; see python -m search_spaces presets)")
@@ -122,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--in-channels", type=int)
     p.add_argument("--resolutions", type=_int_list, help="comma-separated allowed resolutions, e.g. 24,28,32")
     p.add_argument("--resolution", type=int, help="input resolution of a fixed-resolution space (mobilenet ...)")
+    p.add_argument("--base", help="channels: the base network (a preset, a JSON arch {space, arch} or a base.npz)")
+    p.add_argument("--base-run", help="channels: an earlier run directory whose best network is the base")
+    p.add_argument("--base-config", help="channels: JSON options of the base's space, e.g. '{\"width_mult\": 0.5}'")
+    p.add_argument("--uniform", type=float, help="channels: every group at this keep ratio (instead of --arch)")
     try:
         args = parser.parse_args(argv)
         if args.command == "list":

@@ -212,3 +212,20 @@ def test_a_base_without_weights_is_trained_once_cached_and_reloadable_as_a_check
                        progress=False)["source"] == "checkpoint"
     with torch.no_grad():
         torch.testing.assert_close(from_file.base_model(x), space.base_model(x))
+
+
+def test_describe_cli_prints_params_macs_and_groups(capsys):
+    import json
+
+    from search_spaces.__main__ import main
+
+    assert main(["describe", "--space", "channels", "--base", "mobilenet_v2", "--base-config",
+                 '{"width_mult": 0.5}', "--uniform", "0.5"]) == 0
+    half = json.loads(capsys.readouterr().out)
+    assert main(["describe", "--space", "channels", "--base", "mobilenet_v2", "--base-config",
+                 '{"width_mult": 0.5}']) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert half["params"] < full["params"] and half["macs"] < full["macs"]
+    assert len(full["groups"]) == 25 and all(g["kept"] == g["channels"] for g in full["groups"])
+    assert main(["describe", "--space", "channels", "--base", "nope"]) == 2
+    assert "error: space.base='nope' is not a preset" in capsys.readouterr().err
