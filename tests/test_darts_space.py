@@ -269,7 +269,20 @@ def test_arch_of_needs_two_edges_per_node():
 
 
 @pytest.mark.parametrize("k", [2, 4])
-def test_pc_darts_partial_channels_and_edge_normalisation(k, one_torch_thread):
+def test_pc_darts_partial_channels_and_edge_normalisation(k):
+    # Two torch threads, not one: on an AMD EPYC (AVX2) machine torch 2.13.0+cpu corrupts the heap in this
+    # backward pass at one thread with k=4 ("free(): invalid next size", the process aborts), also on commits
+    # before the channel search; at two threads it passes. Not yet narrowed to one op (not max-pool, depthwise
+    # or dilated convs alone on 2 channels); the session note of issue 11 records it.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _check_partial_channels(k)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_partial_channels(k: int) -> None:
     space = small(search_channels=8)
     supernet = space.relax(partial_channels=k)
     groups = supernet.edge_groups()

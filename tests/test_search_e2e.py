@@ -73,10 +73,12 @@ def test_tiny_search_writes_sane_results(tmp_path, cache):
         assert set(point) >= {"arch", "arch_id", "accuracy", "latency_ms", "latency_source"}
         assert point["latency_source"] in ("measured", "predicted")
         assert 0.0 <= point["accuracy"] <= 1.0 and point["latency_ms"] > 0
-    assert any(p["latency_source"] == "measured" for p in pareto)
     latencies = [p["latency_ms"] for p in pareto]
 
     best = results["best"]
+    # The chosen network is always a re-measured one. The front itself may hold none: a 1-epoch supernet's
+    # predicted accuracies can lift unmeasured points above every re-measured one (it failed so once, under load).
+    assert best["latency_source"] == "measured"
     assert best["arch_id"] in results["measurements"]
     assert best["measured_latency_ms"] > 0 and best["predicted_latency_ms"] > 0
     assert 0.0 <= best["test_accuracy"] <= 1.0 and best["n_test"] > 0
