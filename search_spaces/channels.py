@@ -28,7 +28,7 @@ from torch import nn
 
 from nas.arch import Arch, Value, arch_id
 from nas.channels.base import BaseSpec, resolve_base
-from nas.channels.groups import ChannelGroup, analyse, prune
+from nas.channels.groups import IMPORTANCES, ChannelGroup, analyse, prune
 from nas.errors import ConfigError, InvalidArchError
 from nas.registry import register_space
 from search_spaces.base import Supernet, WeightSharingSpace
@@ -80,7 +80,7 @@ class ChannelSpace(WeightSharingSpace):
         if not self.ratios or self.ratios[0] <= 0 or self.ratios[-1] != 1.0:
             raise ConfigError(f"space.ratios={list(self.ratios)}: keep ratios must lie in (0, 1] and end at 1.0")
         self.divisor = positive_int(self.name, "divisor", divisor)
-        self.importance = one_of(self.name, "importance", importance, ("l1", "leading"))
+        self.importance = one_of(self.name, "importance", importance, IMPORTANCES)
         self.spec: BaseSpec = resolve_base(base=base, base_run=base_run, base_config=base_config,
                                            resolution=positive_int(self.name, "resolution", resolution),
                                            num_classes=positive_int(self.name, "num_classes", num_classes),
@@ -132,9 +132,6 @@ class ChannelSpace(WeightSharingSpace):
         return arch_id({"space": self._fingerprint, **self.validate(arch)})
 
     # ------------------------------------------------------------------ helpers for strategies
-    def full(self) -> Arch:
-        return self.largest()
-
     def uniform(self, ratio: float) -> Arch:
         """Every group at ``ratio`` of its width (the nearest option): a uniform width multiplier."""
         return {label: min(opts, key=lambda w: (abs(w - ratio * self._group(label).channels), w))
@@ -182,6 +179,10 @@ class ChannelSpace(WeightSharingSpace):
         from search_spaces.trace import trace_kernels
 
         base = trace_kernels(self.base_model, self._shape)
+        for k in base:
+            if k.kind in ("concat", "slice"):
+                raise ConfigError(f"the base network has a channel {k.kind}; channel search supports networks "
+                                  f"without concatenations or channel slices")
         links: list[dict[str, str]] = [{} for _ in base]
         for label, opts in self._options.items():
             probe, _ = prune(self.base_model, self._shape, {label: opts[0]}, importance="leading")
@@ -189,9 +190,6 @@ class ChannelSpace(WeightSharingSpace):
             if len(pruned) != len(base):
                 raise ConfigError(f"pruning group {label} changed the network's kernels; cannot derive its costs")
             for link, k0, k1 in zip(links, base, pruned):
-                if k0.kind in ("concat", "slice"):
-                    raise ConfigError(f"the base network has a channel {k0.kind}; channel search supports networks "
-                                      f"without concatenations or channel slices")
                 if k1.c_in != k0.c_in:
                     link["in"] = label
                 if k1.c_out != k0.c_out:

@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,6 @@ class BaseSpec:
     weights: str | None = None
     supernet: str | None = None
     run: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
         """What identifies the network's structure (measurements of its pruned members are keyed by it)."""
@@ -113,23 +112,25 @@ def _labels(space_name: str, config: Mapping) -> list[str]:
 def _from_mapping(value: dict, base_config: Mapping | None, resolution: int, shape: dict, *, source: str) -> BaseSpec:
     if "space" not in value or "arch" not in value:
         raise ConfigError(f"space.base: a JSON base needs keys 'space' and 'arch', got {sorted(value)}")
+    name = str(value["space"])
     config = {"resolution": resolution, **dict(value.get("config") or {}), **dict(base_config or {}), **shape}
-    spec = BaseSpec(str(value["space"]), config, {}, source)
-    space = spec.build_space()
-    if "resolution" not in _init_options(space):
+    if "resolution" not in _init_options(name):
         config.pop("resolution")
-        space = BaseSpec(spec.space, config, {}, source).build_space()
+    space = BaseSpec(name, config, {}, source).build_space()
     try:
         arch = space.parse(value["arch"])
     except InvalidArchError as exc:
         raise ConfigError(f"space.base: {exc}") from None
-    return BaseSpec(spec.space, config, arch, source)
+    return BaseSpec(name, config, arch, source)
 
 
-def _init_options(space) -> set[str]:
+def _init_options(space_name: str) -> set[str]:
+    """The constructor options of registered space ``space_name`` (read from its signature, nothing built)."""
     import inspect
 
-    return set(inspect.signature(type(space).__init__).parameters)
+    from nas.registry import SPACES
+
+    return set(inspect.signature(SPACES.get(space_name)).parameters)
 
 
 def _from_checkpoint(path: Path, shape: dict) -> BaseSpec:
@@ -153,7 +154,7 @@ def _from_run(run_dir: Path, shape: dict) -> BaseSpec:
     record = json.loads(results.read_text())
     weights = run_dir / "models" / BASE_FILE
     if record.get("space") == "channels" and weights.is_file():
-        return _from_checkpoint(weights, shape)  # a channel run's best network (models/best.npz)
+        return _from_checkpoint(weights, shape)  # a channel run's network, saved as models/base.npz
     space_cfg = dict((record.get("config") or {}).get("space") or {})
     supernet = (record.get("supernet") or {}).get("path")
     if not space_cfg or not supernet:
@@ -164,7 +165,7 @@ def _from_run(run_dir: Path, shape: dict) -> BaseSpec:
     config = {k: v for k, v in space_cfg.items() if k not in ("name", "train", "checkpoint")}
     data = record.get("data") or {}
     config.update(num_classes=int(data.get("num_classes", shape["num_classes"])))
-    if "in_channels" in _init_options(BaseSpec(space_cfg["name"], config, {}, "").build_space()):
+    if "in_channels" in _init_options(space_cfg["name"]):
         config["in_channels"] = shape["in_channels"]
     _check_shape({**config, "in_channels": config.get("in_channels", shape["in_channels"])}, shape,
                  f"space.base_run={run_dir}")
@@ -193,7 +194,7 @@ def load_base_weights(path: Path | str, model: nn.Module) -> dict[str, Any]:
     missing = set(model.state_dict()) ^ set(tensors)
     if missing:
         raise ModelError(f"{path} does not match the base network (differing tensors: {sorted(missing)[:4]})")
-    model.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()})
+    model.load_state_dict(tensors)
     return meta
 
 
@@ -208,6 +209,7 @@ def obtain_base(space, data, *, train: Mapping[str, Any] | None, seed: int, cach
     from nas.oneshot.retrain import train_network
 
     spec: BaseSpec = space.spec
+    torch.manual_seed(seed)  # the initialisation a base trained here starts from (weights loaded below replace it)
     model = space.base_space.build(space.base_arch)
     if spec.weights:
         meta = load_base_weights(spec.weights, model)
@@ -233,8 +235,6 @@ def obtain_base(space, data, *, train: Mapping[str, Any] | None, seed: int, cach
         space.attach_weights(model)
         log.info("base network loaded from cache %s", cached)
         return {"source": "cache", "path": str(cached), "train": meta.get("train")}
-    torch.manual_seed(seed)
-    model = space.base_space.build(space.base_arch)
     summary = train_network(model, data, epochs=int(settings["epochs"]), lr=float(settings["lr"]),
                             batch_size=int(settings["batch_size"]), weight_decay=float(settings["weight_decay"]),
                             resolution=space.input_shape(space.base_arch)[-1], seed=seed,

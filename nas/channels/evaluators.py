@@ -68,9 +68,7 @@ class MaskedEvaluator:
         key = (arch_id(arch), split)
         if key not in self._cache:
             part = self.data.split(split)
-            self._masks.set(self.kept(arch))
-            self._model.load_state_dict(self._bn_state, strict=False)
-            recalibrate_bn(self._model, self._calib, batch_size=self.batch_size, resolution=self._resolution)
+            self._mask_and_recalibrate(arch)
             self._cache[key] = evaluate(self._model, part.X, part.y, resolution=self._resolution,
                                         batch_size=self.batch_size)
             self.queries += 1
@@ -79,20 +77,19 @@ class MaskedEvaluator:
     def subnet(self, arch: Mapping[str, Value]) -> nn.Module:
         """The physically pruned network of ``arch`` (this evaluator's channels), BatchNorm recalibrated."""
         arch = self.space.validate(arch)
-        self._masks.remove()
-        try:
-            self._model.load_state_dict(self._bn_state, strict=False)
-            model, _ = prune(self._model, self.space.input_shape(arch), self.space.widths(arch),
-                             importance=self.importance)
-        finally:
-            self._masks = ChannelMasks(self._model, self.space.groups)
+        self._model.load_state_dict(self._bn_state, strict=False)
+        with self._masks.detached() as unmasked:
+            model, _ = prune(unmasked, self.space.input_shape(arch), self.space.widths(arch), importance=self.importance)
         return recalibrate_bn(model, self._calib, batch_size=self.batch_size, resolution=self._resolution)
 
     def masked_outputs(self, arch: Mapping[str, Value], x: torch.Tensor) -> torch.Tensor:
         """The masked network's logits for ``x`` with the BatchNorm statistics recalibrated for ``arch``."""
-        arch = self.space.validate(arch)
+        self._mask_and_recalibrate(self.space.validate(arch))
+        with torch.no_grad():
+            return self._model(x)
+
+    def _mask_and_recalibrate(self, arch: Mapping[str, Value]) -> None:
+        """Mask ``arch``'s removed channels and recalibrate BatchNorm from the given weights' statistics."""
         self._masks.set(self.kept(arch))
         self._model.load_state_dict(self._bn_state, strict=False)
         recalibrate_bn(self._model, self._calib, batch_size=self.batch_size, resolution=self._resolution)
-        with torch.no_grad():
-            return self._model(x)

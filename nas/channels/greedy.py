@@ -72,7 +72,7 @@ def greedy_slim(*, options: Mapping[str, Sequence[int]], start: Arch, budgets_ms
             labels = [label for label in options if shrunk(label) is not None]
             if not labels:
                 break  # cannot happen above the floor; kept as a guard against a non-monotone latency model
-            if rnd % refresh == 1 or refresh == 1 or not stale:
+            if (rnd - 1) % refresh == 0 or not stale:
                 fresh = {label: score(label) for label in labels}
                 stale = {label: s[0] for label, s in fresh.items() if s is not None}
                 best = min(stale, key=lambda k: (stale[k], k))

@@ -18,8 +18,9 @@ group's label (``g00``, ``g01`` ...) means the same layer every time the same ne
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,13 +39,17 @@ class ChannelGroup:
 
     label: str
     channels: int
-    root: str  # the module Torch-Pruning roots the group at (a conv or linear layer)
     members: tuple[str, ...]  # conv / linear / BatchNorm modules whose output channels are the group's
     consumers: tuple[str, ...]  # conv / linear modules that read the group's channels as input
 
     def describe(self) -> str:
         layers = sorted({name.rsplit(".", 1)[0] if name.endswith((".conv", ".bn")) else name for name in self.members})
         return f"{self.label} ({self.channels} ch): {', '.join(layers)}"
+
+
+def group_label(index: int) -> str:
+    """The label of the ``index``-th group in network order (``g00``, ``g01`` ...)."""
+    return f"g{index:02d}"
 
 
 def _tp():
@@ -100,8 +105,7 @@ def analyse(model: nn.Module, input_shape: Sequence[int], *, what: str = "the ba
                 members.append(name)
             elif "in_channels" in item.dep.handler.__name__ and isinstance(module, (nn.Conv2d, nn.Linear)):
                 consumers.append(name)
-        root = names[group[0].dep.target.module]
-        out.append(ChannelGroup(f"g{len(out):02d}", len(group[0].idxs), root, tuple(dict.fromkeys(members)),
+        out.append(ChannelGroup(group_label(len(out)), len(group[0].idxs), tuple(dict.fromkeys(members)),
                                 tuple(dict.fromkeys(consumers))))
     return out
 
@@ -124,12 +128,12 @@ def rankings(model: nn.Module, input_shape: Sequence[int], importance: str) -> d
     if importance not in IMPORTANCES:
         raise ConfigError(f"importance={importance!r}; choose one of {list(IMPORTANCES)}")
     graph = _graph(model, input_shape, "the network")
-    return {f"g{i:02d}": _ranking(group, importance)
+    return {group_label(i): _ranking(group, importance)
             for i, group in enumerate(_ordered_groups(model, graph, classifier_of(model)))}
 
 
 def prune(model: nn.Module, input_shape: Sequence[int], widths: Mapping[str, int], *, importance: str = "l1",
-          groups: Sequence[ChannelGroup] | None = None, inplace: bool = False) -> tuple[nn.Module, dict[str, list[int]]]:
+          inplace: bool = False) -> tuple[nn.Module, dict[str, list[int]]]:
     """``model`` with each group's channels cut to ``widths[label]`` (physically), and the kept indices per
     group (in the base's numbering). Groups not in ``widths`` keep every channel. A copy unless ``inplace``."""
     if importance not in IMPORTANCES:
@@ -139,13 +143,11 @@ def prune(model: nn.Module, input_shape: Sequence[int], widths: Mapping[str, int
     model.eval()
     graph = _graph(model, input_shape, "the network")
     tp_groups = _ordered_groups(model, graph, classifier_of(model))
-    if groups is not None and len(groups) != len(tp_groups):
-        raise ConfigError(f"the network has {len(tp_groups)} channel groups, the space expects {len(groups)}")
     # Choose every group's channels first, then remove them: scores are read from the unpruned weights.
     plan = []
     kept: dict[str, list[int]] = {}
     for i, group in enumerate(tp_groups):
-        label = f"g{i:02d}"
+        label = group_label(i)
         n = len(group[0].idxs)
         keep = int(widths.get(label, n))
         if not 1 <= keep <= n:
@@ -169,10 +171,14 @@ class ChannelMasks:
 
     def __init__(self, model: nn.Module, groups: Sequence[ChannelGroup]) -> None:
         self.model = model
-        modules = dict(model.named_modules())
+        self.groups = tuple(groups)
         self._masks: dict[str, torch.Tensor] = {g.label: torch.ones(g.channels) for g in groups}
         self._handles = []
-        for g in groups:
+        self._attach()
+
+    def _attach(self) -> None:
+        modules = dict(self.model.named_modules())
+        for g in self.groups:
             for name in g.members:
                 self._handles.append(modules[name].register_forward_hook(self._hook(g.label)))
 
@@ -198,3 +204,13 @@ class ChannelMasks:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+
+    @contextlib.contextmanager
+    def detached(self) -> Iterator[nn.Module]:
+        """The model without the mask hooks for the duration (a deep copy of it, e.g. :func:`prune`'s, would carry
+        hooks that mask with these tensors), then hooked again with the same masks."""
+        self.remove()
+        try:
+            yield self.model
+        finally:
+            self._attach()

@@ -45,12 +45,9 @@ class SlimmableNet(Supernet):
 
     def extract(self, arch: Mapping[str, Value]) -> nn.Module:
         """A physically slimmed copy (leading channels) of the active weights, without masks."""
-        self._masks.remove()
-        try:
-            model, _ = prune(self.net, self.space.input_shape(arch), self.space.widths(self.space.validate(arch)),
+        with self._masks.detached() as net:
+            model, _ = prune(net, self.space.input_shape(arch), self.space.widths(self.space.validate(arch)),
                              importance="leading")
-        finally:
-            self._masks = ChannelMasks(self.net, self.space.groups)
         return model.eval()
 
 
