@@ -925,6 +925,27 @@ def darts_summary(res: Results) -> str:
         res.source("darts_cells.json", command="python experiments/darts_cells.py"))
 
 
+_CHANNELS = "python experiments/channel_search.py"
+
+
+@renderer(pending_on="channel_search.json")
+def channel_search_table(res: Results) -> str:
+    """Channel search at equal measured latency: each method's latency / base and test accuracy (mean ± std)."""
+    d = res.load("channel_search.json")
+
+    def pm(pair: Node, scale: float = 100.0, digits: int = 2) -> str:
+        return f"{scale * pair[0]:.{digits}f} ± {scale * pair[1]:.{digits}f}"
+
+    rows = []
+    for r in d["rows"]:
+        cpu = r.get("search_cpu_min")
+        rows.append([f"`{r['base']}`", f"{r['ratio']:g}", f"`{r['method']}`", str(r["n"]), pm(r["latency_ratio"], 1.0, 3),
+                     pm(r["test_before"]), pm(r["test_accuracy"]), "" if cpu is None else f"{cpu[0]:.1f}"])
+    return table(["base", "budget (x base latency)", "method", "runs", "measured latency / base",
+                  "test % before fine-tuning", "test % after", "search CPU min"], rows) + "\n" + footer(
+        res.source("channel_search.json", command=_CHANNELS))
+
+
 @renderer(pending_on="darts_cells.json")
 def darts_findings(res: Results) -> str:
     """The issue's targets, checked against the darts_* results."""

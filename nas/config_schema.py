@@ -153,6 +153,7 @@ TOP_LEVEL: dict[str, Option] = {
     "seed": Option(kind="int", ge=0),
     "objective": Option(kind="str", choices=_objectives),
     "constraint.latency_ms": Option(kind="float", gt=0, nullable=True),
+    "constraint.latency_ratio": Option(kind="float", gt=0, le=1, nullable=True),  # +space=channels only
     "budget.queries": Option(kind="int", ge=1),
     "budget.seconds": Option(kind="float", gt=0, nullable=True),
     **_predictor_options("accuracy"),
@@ -178,9 +179,11 @@ INJECTED = {
     "evaluator": ("space",),
 }
 #: Keys of a space section that are not constructor arguments: ``name``, ``train`` (TrainConfig, checked
-#: below) and ``checkpoint`` (a trained supernet to load).
+#: below), ``checkpoint`` (a trained supernet to load) and, on the channels space, ``finetune`` and
+#: ``slimmable`` (checked by :func:`check_channel_run`).
 SPACE_META = {"name": Option(kind="str"), "train": Option(kind="any", nullable=True),
-              "checkpoint": Option(kind="str", nullable=True, existing="file")}
+              "checkpoint": Option(kind="str", nullable=True, existing="file"),
+              "finetune": Option(kind="any", nullable=True), "slimmable": Option(kind="any", nullable=True)}
 
 
 # ---------------------------------------------------------------------------------------------- validate
@@ -245,13 +248,20 @@ def check_groups(values: Mapping[str, Any]) -> dict[str, Any]:
     evaluator_cfg = values["evaluator"]
     if evaluator_cfg["name"] not in EVALUATORS:
         raise ConfigError(f"evaluator={evaluator_cfg['name']}: must be one of {', '.join(EVALUATORS)}")
+    if check_channel_run(values, space_cfg):
+        check_data(values["data"], seed=values["seed"])
+    elif evaluator_cfg["name"] in ("pruned", "slimmable"):
+        raise ConfigError(f"evaluator={evaluator_cfg['name']} scores channel widths of a base network and needs "
+                          f"+space=channels; for space {space_cfg['name']!r} use evaluator=supernet or tabular")
     # A one-shot strategy (strategy=darts) trains its own relaxed supernet: it needs the data, not a table.
     one_shot = bool(getattr(STRATEGIES.get(values["strategy"]["name"]), "one_shot", False))
     if one_shot and evaluator_cfg["name"] == "tabular":
         raise ConfigError(f"strategy={values['strategy']['name']} with evaluator=tabular: a differentiable search "
                           f"trains a relaxed supernet on the data and cannot search a table; drop evaluator=tabular "
                           f"(on nb201 the derived cell is still looked up in the shipped table)")
-    if one_shot:
+    if space_cfg["name"] == "channels":
+        pass  # checked by check_channel_run above
+    elif one_shot:
         check_data(values["data"], seed=values["seed"])
     elif evaluator_cfg["name"] == "tabular":
         from nas.tabular import TabularEvaluator
@@ -299,6 +309,54 @@ def check_groups(values: Mapping[str, Any]) -> dict[str, Any]:
             budget=queries, evaluator=evaluator_cfg["name"]))
     objectives_for(objective)
     return built
+
+
+def check_channel_run(values: Mapping[str, Any], space_cfg: Mapping[str, Any]) -> bool:
+    """The channel-search keys (:mod:`nas.channels.run`): whether this is a channel run, checked.
+
+    ``constraint.latency_ratio`` is a fraction of the base network's latency and needs the channels space;
+    ``strategy=autoslim|amc`` need its channel widths; ``space.train`` / ``finetune`` / ``slimmable`` take the
+    keys of their defaults (:data:`nas.channels.base.DEFAULT_TRAIN` and its siblings), positive numbers."""
+    from nas.channels.strategies import is_channel_strategy
+    from nas.registry import STRATEGIES
+
+    strategy = values["strategy"]["name"]
+    ratio, budget = values["constraint"].get("latency_ratio"), values["constraint"]["latency_ms"]
+    if space_cfg["name"] != "channels":
+        if ratio is not None:
+            raise ConfigError(f"constraint.latency_ratio={show(ratio)}: a fraction of a base network's latency, for "
+                              f"+space=channels only; give space {space_cfg['name']!r} a budget in ms with "
+                              f"constraint.latency_ms")
+        if is_channel_strategy(STRATEGIES.get(strategy)):
+            raise ConfigError(f"strategy={strategy} searches channel widths and needs +space=channels (a base "
+                              f"network's prunable channel groups); space {space_cfg['name']!r} has no continuous "
+                              f"channel widths: use +space=channels space.base=..., or strategy=auto")
+        return False
+    if ratio is not None and budget is not None:
+        raise ConfigError(f"constraint.latency_ms={show(budget)} and constraint.latency_ratio={show(ratio)} are both "
+                          f"set; give one (latency_ratio: a fraction of the base network's measured latency)")
+    if values["evaluator"]["name"] == "tabular":
+        raise ConfigError("evaluator=tabular: the channels space has no accuracy table; use evaluator=pruned (the "
+                          "base's weights, L1-pruned) or evaluator=slimmable (a slimmable supernet)")
+    from nas.channels.base import DEFAULT_TRAIN
+    from nas.channels.finetune import DEFAULT_FINETUNE
+    from nas.channels.run import DEFAULT_SLIMMABLE
+
+    for key, defaults in (("train", DEFAULT_TRAIN), ("finetune", DEFAULT_FINETUNE), ("slimmable", DEFAULT_SLIMMABLE)):
+        section = space_cfg.get(key) or {}
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"space.{key}={show(section)}: expected a mapping with keys {', '.join(defaults)}")
+        for name, value in section.items():
+            if name not in defaults:
+                raise ConfigError(f"space.{key}.{name}={show(value)}: unknown key; valid keys: {', '.join(defaults)}")
+            integer = isinstance(defaults[name], int)
+            if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or not (
+                    math.isfinite(value) and (value >= 0 if name == "kd_ratio" else value > 0)):
+                raise ConfigError(f"space.{key}.{name}={show(value)}: must be a positive "
+                                  f"{'integer' if integer else 'number'}")
+            if name == "kd_ratio" and value > 1:
+                raise ConfigError(f"space.{key}.{name}={show(value)}: the distillation weight lies in [0, 1]")
+    return True
 
 
 def check_train(train: Any, *, seed: int) -> None:

@@ -29,10 +29,11 @@ log = logging.getLogger("nas.search")
 #: Trained supernets shipped for the default configuration, named ``<space>-<supernet_key>.npz``
 #: (``experiments/ship_default_supernet.py`` makes them).
 SHIPPED_SUPERNETS = Path(__file__).resolve().parent / "assets" / "supernets"
-#: ``evaluator=`` choices: accuracy from a trained supernet's shared weights, or looked up in a table.
-EVALUATORS = ("supernet", "tabular")
-# Keys of a space config that are not constructor arguments of the space.
-_SPACE_META_KEYS = ("name", "train", "checkpoint")
+#: ``evaluator=`` choices: accuracy from a trained supernet's shared weights, or looked up in a table; on the
+#: channels space, the pruned base network or its slimmable supernet (:mod:`nas.channels.evaluators`).
+EVALUATORS = ("supernet", "tabular", "pruned", "slimmable")
+# Keys of a space config that are not constructor arguments of the space (finetune, slimmable: channels).
+_SPACE_META_KEYS = ("name", "train", "checkpoint", "finetune", "slimmable")
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -285,14 +286,15 @@ def debias_unmeasured(front: Sequence[Trial], measured: Sequence[Trial]) -> None
 
 
 # ---------------------------------------------------------------------------------------------- finalize
-def export_and_check(space, evaluator, target, arch: Arch, data, run_dir: Path) -> dict:
-    """Export the chosen subnet to ONNX, verify it against PyTorch, measure it and test it on held-out data."""
+def export_and_check(space, evaluator, target, arch: Arch, data, run_dir: Path, *, name: str = "best") -> dict:
+    """Export the chosen subnet to ONNX (``models/<name>.onnx``), verify it against PyTorch, measure it and test
+    it on held-out data."""
     from nas.accuracy import evaluate, resize_batch
     from nas.export import export_onnx, load_session, verify_onnx
 
     model = evaluator.subnet(arch).eval()
     shape = space.input_shape(arch)
-    onnx_path = export_onnx(model, shape, run_dir / "models" / "best.onnx")
+    onnx_path = export_onnx(model, shape, run_dir / "models" / f"{name}.onnx")
     max_abs_diff = verify_onnx(onnx_path, model, shape)
     measurement = target.measure_onnx_file(onnx_path, shape).to_dict() if target.can_measure else None
     X_test, y_test = data.test
@@ -338,6 +340,8 @@ def run_search(cfg: DictConfig, run_dir: Path, *, thread_policy: dict | None = N
 
         thread_policy = describe_current()
     evaluator_name = str(cfg.evaluator.name)
+    if space_cfg["name"] == "channels":
+        return _run_channels(cfg, run_dir, space_cfg=space_cfg, target_cfg=target_cfg, thread_policy=thread_policy)
     if getattr(STRATEGIES.get(str(cfg.strategy.name)), "one_shot", False):
         return _run_one_shot(cfg, run_dir, space_cfg=space_cfg, target_cfg=target_cfg, constraints=constraints,
                              thread_policy=thread_policy)
@@ -513,6 +517,20 @@ def _run_one_shot(cfg: DictConfig, run_dir: Path, *, space_cfg: dict, target_cfg
         cfg, run_dir, space_cfg=space_cfg, target=target, data=data, space=space, thread_policy=thread_policy,
         strategy_factory=lambda: make_strategy(dict(cfg.strategy), space=space, objective=str(cfg.objective),
                                                constraints=constraints, seed=seed, budget=int(cfg.budget.queries)))
+
+
+def _run_channels(cfg: DictConfig, run_dir: Path, *, space_cfg: dict, target_cfg: dict, thread_policy: dict) -> Path:
+    """A channel search (:mod:`nas.channels.run`): the data, the space's base sized to it, the target."""
+    from nas.channels.run import run_channel_search
+    from nas.data import load_data
+
+    seed = int(cfg.seed)
+    torch.manual_seed(seed)
+    data = load_data(**OmegaConf.to_container(cfg.data, resolve=True), seed=seed)
+    space = make_space(space_cfg, num_classes=data.num_classes, in_channels=data.in_channels)
+    target = make_target(target_cfg)
+    attach_store(target, cfg)
+    return run_channel_search(cfg, run_dir, space=space, data=data, target=target, thread_policy=thread_policy)
 
 
 def _entry(space: SearchSpace, trial: Trial) -> dict:

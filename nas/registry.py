@@ -23,7 +23,7 @@ _BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
               "search_spaces.darts", "search_spaces.channels"),
     "strategy": ("nas.strategies.evolution", "nas.strategies.random_search", "nas.strategies.regularized_evolution",
                  "nas.strategies.guided", "nas.strategies.reinforce", "nas.strategies.optuna_samplers",
-                 "nas.strategies.auto", "nas.strategies.darts"),
+                 "nas.strategies.auto", "nas.strategies.darts", "nas.channels.strategies"),
     "predictor": ("predictors.ridge", "predictors.mlp", "predictors.gbdt", "predictors.lut",
                   "predictors.kernels", "predictors.baselines", "predictors.transfer"),
     "target": ("nas.hardware.targets", "nas.hardware.arm_cpu", "nas.hardware.gpu"),

@@ -145,6 +145,8 @@ def summarize(results: Mapping) -> str:
     lines.append(f"  accuracy  {_accuracy_text(results, best, tabular)}")
     lines.append(f"  latency   {_latency_text(results, best)}")
     lines.append(f"  why       {_why_text(results, best)}")
+    if results.get("baselines"):
+        lines.append(f"  versus    {_baselines_text(results)}")
     files = results.get("files") or []
     where = results.get("run_dir")
     lines.append(f"  files     {', '.join(files)}" + (f"  (in {where})" if where else ""))
@@ -169,11 +171,27 @@ def _accuracy_text(results: Mapping, best: Mapping, tabular: bool) -> str:
             text += (f"; {table['value']:.2f} in {table['table']} ({table['column']}), above "
                      f"{table['percentile']:.1f} % of its cells")
         return text
+    if str(best.get("accuracy_source", "")).startswith("fine-tuned"):  # a channel run fine-tunes its network
+        text = f"{100 * val:.2f} % on val ({data.get('val', '?')} images, {best['accuracy_source']})"
+        if best.get("test_accuracy_before_finetune") is not None:
+            text += f", {100 * best['test_accuracy_before_finetune']:.2f} % on test before fine-tuning"
+        return text + f", {100 * best['test_accuracy']:.2f} % on test ({best.get('n_test', '?')} images, exported ONNX model)"
     val_text = "not estimated" if val is None else f"{100 * val:.2f} %"
     text = f"{val_text} on val ({data.get('val', '?')} images, shared supernet weights, BatchNorm recalibrated)"
     if best.get("test_accuracy") is not None:
         text += f", {100 * best['test_accuracy']:.2f} % on test ({best.get('n_test', '?')} images, exported ONNX model)"
     return text
+
+
+def _baselines_text(results: Mapping) -> str:
+    """A channel run's comparison: the base and the baselines, fine-tuned the same way, at their measured latency."""
+    def one(name: str, entry: Mapping) -> str:
+        return f"{name} {100 * entry['test_accuracy']:.2f} % at {entry['latency_ms']:.3g} ms"
+
+    baselines = results["baselines"]
+    parts = [one(f"uniform x{baselines['uniform'].get('ratio', 0):.2f}", baselines["uniform"]),
+             one("L1 at that ratio", baselines["l1"]), one("base (unpruned)", results["base"])]
+    return "; ".join(parts) + " (test accuracy; the baselines fine-tuned as the chosen network)"
 
 
 def _latency_text(results: Mapping, best: Mapping) -> str:

@@ -229,3 +229,11 @@ def test_describe_cli_prints_params_macs_and_groups(capsys):
     assert len(full["groups"]) == 25 and all(g["kept"] == g["channels"] for g in full["groups"])
     assert main(["describe", "--space", "channels", "--base", "nope"]) == 2
     assert "error: space.base='nope' is not a preset" in capsys.readouterr().err
+
+
+def test_random_members_span_small_to_nearly_full_networks(mbv2):
+    """sample() draws a network-wide grid position, so predictors' samples cover the whole range of sizes."""
+    rng = np.random.default_rng(0)
+    ratios = [mbv2.keep_ratio(mbv2.sample(rng)) for _ in range(200)]
+    assert min(ratios) < 0.25 and max(ratios) > 0.85
+    assert all(mbv2.validate(mbv2.sample(rng)) for _ in range(20))

@@ -117,9 +117,12 @@ def _base(group: str, name: str, tmp: Path) -> tuple[str, ...]:
         raw = OmegaConf.load(CONF / "data" / f"{name}.yaml")
         return (*BASE, f"data={name}", *((f"data.root={tmp}",) if OmegaConf.is_missing(raw, "root") else ()))
     if group == "evaluator":
-        return ("+space=nb201" if name == "tabular" else "+space=ofa", "+target=cpu", f"evaluator={name}")
+        space = {"tabular": "nb201", "pruned": "channels", "slimmable": "channels"}.get(name, "ofa")
+        return (f"+space={space}", "+target=cpu", f"evaluator={name}")
     if group == "strategy" and getattr(_strategy(name), "one_shot", False):  # needs a space it can relax
         return ("+space=nb201", "+target=raspi4", f"strategy={name}")
+    if group == "strategy" and getattr(_strategy(name), "channel_search", False):  # needs channel widths
+        return ("+space=channels", "+target=cpu", f"strategy={name}")
     return (*BASE, f"{group}={name}")
 
 

@@ -34,7 +34,6 @@ from typing import Any
 
 import gymnasium
 import numpy as np
-import torch
 from gymnasium import spaces
 from stable_baselines3 import DDPG
 from stable_baselines3.common.buffers import ReplayBuffer
@@ -318,15 +317,12 @@ class AMCAgent:
         if self.progress:
             from tqdm.auto import tqdm
             self._bar = tqdm(total=self.config.episodes, desc="amc", unit="episode")
-        # one torch thread while training: the nets are tiny, so more threads gain nothing, and OpenMP's spinning
-        # workers made training 13x slower on a shared 2-core machine (2 s vs 27 s for 30 episodes)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
+        # Threads follow the run's policy (nas/threads.py): the reward's evaluations use them, and idle OpenMP
+        # workers sleep (OMP_WAIT_POLICY=PASSIVE) instead of spinning against the tiny actor/critic updates.
         try:
             self.model.learn(total_timesteps=self.config.episodes * self.env.num_layers, callback=_EpisodeEnd(self),
                              log_interval=None)
         finally:
-            torch.set_num_threads(threads)
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None

@@ -4,7 +4,7 @@
 
 - a preset (``mobilenet_v2``, ``mobilenet_v3_large`` ...: ``python -m search_spaces describe --preset``), sized to
   the data (classes, input channels) and to ``space.resolution``, with ``space.base_config`` overriding the
-  preset's options (``{width_mult: 0.5}``);
+  preset's options (default ``{width_mult: 0.5}`` for a preset with a width multiplier);
 - an arch of a block or OFA space as JSON (inline, ``@file`` or a ``.json`` path):
   ``{"space": "ofa", "arch": {...}, "config": {...}}`` (``config``: the space's options, optional);
 - a trained base checkpoint (``base.npz``, as a channel run writes under ``models/``): architecture and weights.
@@ -33,7 +33,9 @@ from nas.errors import ConfigError, InvalidArchError, ModelError
 log = logging.getLogger("nas.search")
 
 BASE_FILE = "base.npz"
-#: The base when neither ``space.base`` nor ``space.base_run`` is given: MobileNetV2 at width 0.5.
+#: The base when neither ``space.base`` nor ``space.base_run`` is given: MobileNetV2 (at width 0.5, as every
+#: preset with a width multiplier is unless ``space.base_config`` says otherwise: it trains in about two minutes
+#: on the embedded data here).
 DEFAULT_BASE = "mobilenet_v2"
 DEFAULT_BASE_CONFIG = {"width_mult": 0.5}
 _BASE_FORMAT = "hwnas.channel-base/1"
@@ -79,7 +81,7 @@ def resolve_base(*, base: object, base_run: object, base_config: Mapping | None,
         raise ConfigError("space.base and space.base_run are both set; give one: space.base (a preset such as "
                           "mobilenet_v2, an arch as JSON, or a base.npz) or space.base_run (an earlier run directory)")
     if base is None and base_run is None:
-        base, base_config = DEFAULT_BASE, (DEFAULT_BASE_CONFIG if base_config is None else base_config)
+        base = DEFAULT_BASE
     shape = {"num_classes": num_classes, "in_channels": in_channels}
     if base_run is not None:
         return _from_run(Path(str(base_run)), shape)
@@ -101,7 +103,9 @@ def resolve_base(*, base: object, base_run: object, base_config: Mapping | None,
         raise ConfigError(f"space.base={text!r} is not a preset, a JSON arch or a .npz file; presets: "
                           f"{', '.join(list_presets())}")
     preset = get_preset(text)
-    config = {**dict(preset.config), "resolution": resolution, **dict(base_config or {}), **shape}
+    # A preset is an ImageNet network: sized to the data by resolution and, unless base_config says, the width
+    overrides = DEFAULT_BASE_CONFIG if base_config is None and "width_mult" in preset.config else base_config
+    config = {**dict(preset.config), "resolution": resolution, **dict(overrides or {}), **shape}
     return BaseSpec(preset.space, config, dict(zip(_labels(preset.space, config), preset.ops)), f"preset:{text}")
 
 
@@ -152,9 +156,9 @@ def _from_run(run_dir: Path, shape: dict) -> BaseSpec:
     if not results.is_file():
         raise ConfigError(f"space.base_run={run_dir}: no results.json there (not a finished run directory)")
     record = json.loads(results.read_text())
-    weights = run_dir / "models" / BASE_FILE
-    if record.get("space") == "channels" and weights.is_file():
-        return _from_checkpoint(weights, shape)  # a channel run's network, saved as models/base.npz
+    if record.get("space") == "channels":
+        raise ConfigError(f"space.base_run={run_dir} is a channel run: its best network is already pruned. To prune "
+                          f"its base network again, give space.base={run_dir / 'models' / BASE_FILE}")
     space_cfg = dict((record.get("config") or {}).get("space") or {})
     supernet = (record.get("supernet") or {}).get("path")
     if not space_cfg or not supernet:

@@ -14,6 +14,7 @@ nearest.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -34,7 +35,8 @@ class DistillationLoss:
             raise ValueError(f"kd_ratio={kd_ratio}: must lie in [0, 1]")
         if temperature <= 0:
             raise ValueError(f"temperature={temperature}: must be > 0")
-        self.teacher = teacher.eval()
+        # A frozen copy: the caller's network (the base, which later baselines are pruned from) stays trainable.
+        self.teacher = copy.deepcopy(teacher).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.kd_ratio = kd_ratio

@@ -50,7 +50,7 @@ def greedy_slim(*, options: Mapping[str, Sequence[int]], start: Arch, budgets_ms
     acc, lat = accuracy(arch), latency(arch)
     found: dict[float, Arch] = {}
     steps: list[SlimStep] = []
-    stale: dict[str, float] = {}
+    stale: dict[str, tuple[float, float]] = {}
     rnd = 0
 
     def shrunk(label: str) -> Arch | None:
@@ -58,13 +58,15 @@ def greedy_slim(*, options: Mapping[str, Sequence[int]], start: Arch, budgets_ms
         i = opts.index(arch[label])
         return None if i == 0 else {**arch, label: opts[i - 1]}
 
-    def score(label: str) -> tuple[float, Arch, float, float] | None:
+    def score(label: str) -> tuple[tuple[float, float], Arch, float, float] | None:
         child = shrunk(label)
         if child is None:
             return None
         child_acc, child_lat = accuracy(child), latency(child)
         saved = max(lat - child_lat, 1e-9)
-        return (acc - child_acc) / saved, child, child_acc, child_lat
+        # Accuracy lost per ms saved; a shrink that loses nothing (or gains, which on a few hundred validation
+        # images is noise) costs 0, and among equal costs the larger saving goes first.
+        return (max(acc - child_acc, 0.0) / saved, -saved), child, child_acc, child_lat
 
     for budget in budgets:
         while lat > budget:

@@ -43,6 +43,11 @@ class SlimmableNet(Supernet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def network(self) -> nn.Module:
+        """A copy of the shared weights as a plain network (no mask hooks): what the evaluator masks itself."""
+        with self._masks.detached() as net:
+            return copy.deepcopy(net).eval()
+
     def extract(self, arch: Mapping[str, Value]) -> nn.Module:
         """A physically slimmed copy (leading channels) of the active weights, without masks."""
         with self._masks.detached() as net:
