@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--ratios", default="0.7,0.5,0.3", help="budgets as fractions of the base's measured latency")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--strategies", default="autoslim,amc,evolution")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/hwnas-channel-bench"),
+    parser.add_argument("--workdir", type=Path, default=Path("runs/channel-bench"),
                         help="run directories and the shared cache")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "channel_search.json")
     parser.add_argument("--resume", action="store_true", help="keep the runs already in --out and skip them")

@@ -501,11 +501,9 @@ def default_target_for_one_shot(cfg: DictConfig) -> None:
              ONE_SHOT_DEFAULT_TARGET)
 
 
-def _run_one_shot(cfg: DictConfig, run_dir: Path, *, space_cfg: dict, target_cfg: dict, constraints: Constraints,
-                  thread_policy: dict) -> Path:
-    """A differentiable search (:mod:`nas.oneshot.run`): the data, the space sized to it, the target."""
+def _data_space_target(cfg: DictConfig, space_cfg: dict, target_cfg: dict):
+    """The data, the space sized to it, and the target with its measurement store (the seed set first)."""
     from nas.data import load_data
-    from nas.oneshot.run import run_differentiable_search
 
     seed = int(cfg.seed)
     torch.manual_seed(seed)
@@ -513,23 +511,27 @@ def _run_one_shot(cfg: DictConfig, run_dir: Path, *, space_cfg: dict, target_cfg
     space = make_space(space_cfg, num_classes=data.num_classes, in_channels=data.in_channels)
     target = make_target(target_cfg)
     attach_store(target, cfg)
+    return data, space, target
+
+
+def _run_one_shot(cfg: DictConfig, run_dir: Path, *, space_cfg: dict, target_cfg: dict, constraints: Constraints,
+                  thread_policy: dict) -> Path:
+    """A differentiable search (:mod:`nas.oneshot.run`)."""
+    from nas.oneshot.run import run_differentiable_search
+
+    data, space, target = _data_space_target(cfg, space_cfg, target_cfg)
     return run_differentiable_search(
         cfg, run_dir, space_cfg=space_cfg, target=target, data=data, space=space, thread_policy=thread_policy,
         strategy_factory=lambda: make_strategy(dict(cfg.strategy), space=space, objective=str(cfg.objective),
-                                               constraints=constraints, seed=seed, budget=int(cfg.budget.queries)))
+                                               constraints=constraints, seed=int(cfg.seed),
+                                               budget=int(cfg.budget.queries)))
 
 
 def _run_channels(cfg: DictConfig, run_dir: Path, *, space_cfg: dict, target_cfg: dict, thread_policy: dict) -> Path:
-    """A channel search (:mod:`nas.channels.run`): the data, the space's base sized to it, the target."""
+    """A channel search (:mod:`nas.channels.run`)."""
     from nas.channels.run import run_channel_search
-    from nas.data import load_data
 
-    seed = int(cfg.seed)
-    torch.manual_seed(seed)
-    data = load_data(**OmegaConf.to_container(cfg.data, resolve=True), seed=seed)
-    space = make_space(space_cfg, num_classes=data.num_classes, in_channels=data.in_channels)
-    target = make_target(target_cfg)
-    attach_store(target, cfg)
+    data, space, target = _data_space_target(cfg, space_cfg, target_cfg)
     return run_channel_search(cfg, run_dir, space=space, data=data, target=target, thread_policy=thread_policy)
 
 
