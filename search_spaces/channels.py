@@ -181,13 +181,14 @@ class ChannelSpace(WeightSharingSpace):
     def kernel_list(self, arch: Mapping[str, Value]) -> list[Kernel]:
         """The kernels the built network executes (see the module docstring), without building it."""
         widths = self.widths(self.validate(arch))
-        return [_resize(k, link, widths) for k, link in zip(*self._linked_kernels)]
+        return [_resize(k, link, widths) for k, link in zip(*self.linked_kernels)]
 
     def cost_features(self, arch: Mapping[str, Value]) -> np.ndarray:
         return kernel_row(self.kernel_list(arch))
 
     @cached_property
-    def _linked_kernels(self) -> tuple[list[Kernel], list[dict[str, str]]]:
+    def linked_kernels(self) -> tuple[list[Kernel], list[dict[str, str]]]:
+        """The base's traced kernels, and for each the groups (``in``, ``out``, SE ``mid``) that set its widths."""
         from search_spaces.trace import trace_kernels
 
         base = trace_kernels(self.base_model, self._shape)

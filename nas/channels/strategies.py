@@ -137,9 +137,8 @@ class AutoSlimStrategy(_ChannelStrategy):
                 bar.update(1)
                 bar.set_postfix(acc=f"{step.accuracy:.3f}", ms=f"{step.latency_ms:.3g}")
 
-            found, steps = greedy_slim(options=options, start=space.largest(), budgets_ms=goals,
-                                               accuracy=counted, latency=latency, refresh=self.refresh,
-                                               progress=shown if progress else None)
+            found, steps = greedy_slim(options=options, start=space.largest(), budgets_ms=goals, accuracy=counted,
+                                       latency=latency, refresh=self.refresh, progress=shown if progress else None)
         trace = [{"round": s.round, "group": s.label, "width": s.width, "accuracy": s.accuracy,
                   "latency_ms": s.latency_ms} for s in steps]
         # The path's configurations are replayed from the shrinks: arch after step i.
@@ -195,7 +194,7 @@ class AMCStrategy(_ChannelStrategy):
     def layer_features(self) -> np.ndarray:
         """AMC's static layer embedding, per searchable group: its width, the MACs, kernel size, stride and
         output side of the kernels that produce it, and the MACs of those that consume it."""
-        kernels, links = self.space._linked_kernels  # noqa: SLF001 (the space's own derived kernel links)
+        kernels, links = self.space.linked_kernels
         rows = []
         for label in self.space.choices():
             produce = [k for k, link in zip(kernels, links) if link.get("out") == label]
