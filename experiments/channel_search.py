@@ -32,7 +32,7 @@ from pathlib import Path
 from results_io import RESULTS_DIR, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("autoslim", "amc", "evolution", "uniform", "l1")
+STRATEGIES = ("autoslim", "amc", "evolution")
 
 
 class Unreachable(Exception):
@@ -80,27 +80,40 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def aggregate(runs: list[dict]) -> list[dict]:
-    """One row per (base, ratio, method): the strategies' chosen networks, and the baselines of all their runs."""
+    """One row per (base, ratio, strategy) and one per baseline *of those runs* (uniform and L1 are matched to
+    each run's chosen network's measured latency, so they are compared strategy by strategy)."""
     rows = []
     for base in sorted({r["base"] for r in runs}):
         for ratio in sorted({r["ratio"] for r in runs if r["base"] == base}, reverse=True):
             group = [r for r in runs if r["base"] == base and r["ratio"] == ratio]
-            for method in METHODS:
-                if method in ("uniform", "l1"):
-                    entries = [r[method] for r in group]
-                    cpu = []
-                else:
-                    entries = [r["best"] for r in group if r["strategy"] == method]
-                    cpu = [r["search_cpu_s"] / 60 for r in group if r["strategy"] == method]
-                if not entries:
-                    continue
-                lat, acc, before = (mean_std([e[k] for e in entries]) for k in ("latency_ratio", "test_accuracy",
-                                                                                  "test_before"))
-                rows.append({"base": base, "ratio": ratio, "method": method, "n": len(entries),
-                             "latency_ratio": lat, "test_accuracy": acc, "test_before": before,
-                             "search_cpu_min": mean_std(cpu) if cpu else None,
-                             "base_test_accuracy": mean_std([r["base_test_accuracy"] for r in group])[0]})
+            for strategy in [m for m in STRATEGIES if any(r["strategy"] == m for r in group)]:
+                mine = [r for r in group if r["strategy"] == strategy]
+                for method, key in ((strategy, "best"), (f"uniform@{strategy}", "uniform"), (f"l1@{strategy}", "l1")):
+                    entries = [r[key] for r in mine]
+                    lat, acc, before = (mean_std([e[k] for e in entries])
+                                        for k in ("latency_ratio", "test_accuracy", "test_before"))
+                    rows.append({"base": base, "ratio": ratio, "method": method, "n": len(entries),
+                                 "latency_ratio": lat, "test_accuracy": acc, "test_before": before,
+                                 "search_cpu_min": (mean_std([r["search_cpu_s"] / 60 for r in mine])
+                                                    if key == "best" else None),
+                                 "base_test_accuracy": mean_std([r["base_test_accuracy"] for r in group])[0]})
     return rows
+
+
+def tightest_within(rows: list[dict], *, drop_pp: float = 0.5) -> list[dict]:
+    """Per base and method: the tightest budget at which its mean test accuracy after fine-tuning stays within
+    ``drop_pp`` points of the base network's (the issue's fallback when no method separates from uniform)."""
+    out = []
+    for base in sorted({r["base"] for r in rows}):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            mine = [r for r in rows if r["base"] == base and r["method"] == method]
+            kept = [r for r in mine if 100 * (r["base_test_accuracy"] - r["test_accuracy"][0]) <= drop_pp]
+            if mine:
+                best = min(kept, key=lambda r: r["ratio"]) if kept else None
+                out.append({"base": base, "method": method, "drop_pp": drop_pp,
+                            "ratio": None if best is None else best["ratio"],
+                            "latency_ratio": None if best is None else best["latency_ratio"][0]})
+    return out
 
 
 def table(rows: list[dict]) -> str:
@@ -156,21 +169,25 @@ def main() -> None:
         except Unreachable as exc:
             unreachable.append({"base": base, "ratio": ratio, "seed": seed, "strategy": strategy, "error": str(exc)})
             print(f"[{i}/{len(jobs)}] {base} {ratio:g} {strategy} seed {seed}: {exc}", flush=True)
-            write_results(args.out, {"runs": runs, "rows": aggregate(runs), "unreachable": unreachable},
-                          load_before=load_before)
+            write_results(args.out, {"runs": runs, "rows": aggregate(runs), "unreachable": unreachable,
+                                     "tightest": tightest_within(aggregate(runs))}, load_before=load_before)
             continue
         runs.append(record(results, base=base, ratio=ratio, seed=seed, strategy=strategy, wall=wall, cpu=cpu))
         last = runs[-1]
         print(f"[{i}/{len(jobs)}] {base} {ratio:g} {strategy} seed {seed}: latency {last['best']['latency_ratio']:.3f} "
               f"of base, test {last['best']['test_accuracy']:.4f} (uniform {last['uniform']['test_accuracy']:.4f}, "
               f"l1 {last['l1']['test_accuracy']:.4f}), {wall:.0f} s", flush=True)
-        write_results(args.out, {"runs": runs, "rows": aggregate(runs), "unreachable": unreachable},
-                      load_before=load_before)
+        write_results(args.out, {"runs": runs, "rows": aggregate(runs), "unreachable": unreachable,
+                                 "tightest": tightest_within(aggregate(runs))}, load_before=load_before)
     rows = aggregate(runs)
     print(table(rows))
+    for t in tightest_within(rows):
+        where = "none of the budgets" if t["ratio"] is None else f"budget {t['ratio']:g}"
+        print(f"tightest within {t['drop_pp']:g} pp of the base: {t['base']} {t['method']}: {where}")
     for u in unreachable:
         print(f"unreachable: {u['base']} {u['ratio']:g} ({u['strategy']}, seed {u['seed']}): {u['error']}")
-    write_results(args.out, {"runs": runs, "rows": rows, "unreachable": unreachable}, load_before=load_before)
+    write_results(args.out, {"runs": runs, "rows": rows, "unreachable": unreachable,
+                             "tightest": tightest_within(rows)}, load_before=load_before)
 
 
 if __name__ == "__main__":
