@@ -2,7 +2,7 @@
 uniform-width and L1-pruning baselines, on this machine's CPU.
 
     python experiments/channel_search.py [--bases mbv2,ofa] [--ratios 0.7,0.5,0.3] [--seeds 3]
-                                         [--strategies autoslim,amc,evolution] [--parallel 1] [--out FILE]
+                                         [--strategies autoslim,amc,evolution] [--workdir DIR] [--out FILE] [--resume]
 
 Every run is the main command at its CLI defaults (``python -m nas.search +space=channels +target=cpu
 strategy=S constraint.latency_ratio=R seed=K threads=1``), so each reports its chosen network and, fine-tuned
@@ -12,9 +12,10 @@ Bases: ``mbv2`` (MobileNetV2-0.5 at 28 px, the default, trained by the first run
 taken with ``space.base_run``). Runs share one cache directory (a user's cache: the trained base, the
 slimmable supernet and the measurement store are reused across runs, as they are for a user).
 
-Prints a table (per base and budget: each method's measured latency / base latency and test accuracy before and
-after fine-tuning, mean ± std over seeds; search and run CPU minutes) and writes JSON after every run
-(``--resume`` skips runs already in the file).
+Prints a table (per base and budget: each strategy's measured latency / base latency and test accuracy before and
+after fine-tuning, mean ± std over seeds, and search CPU minutes; beside each, the uniform and L1 baselines of the
+same runs) and the tightest budget at which each stays within 0.5 pp of the base. Writes JSON after every run
+(``--resume`` skips runs already in the file). A budget below the narrowest member is recorded as unreachable.
 """
 
 from __future__ import annotations
