@@ -99,3 +99,24 @@ def test_amc_layer_state_has_one_row_per_searchable_group(space):
     assert feats.shape == (len(space.choices()), 6) and np.all(np.isfinite(feats))
     # the width column is each group's channel count
     assert feats[:, 0].tolist() == [space.groups[int(k[1:])].channels for k in space.choices()]
+
+
+def test_the_run_maps_the_latency_model_onto_its_own_measurements_of_the_ends(space):
+    """A model biased at the ends (predicting the narrowest network above a budget the run measured as
+    reachable) is mapped linearly onto the base's and the narrowest member's measured latency."""
+    from nas.channels.run import calibrated_latency
+
+    _, latency = problem(space)
+
+    class Biased:  # predicts 1.5x + 0.05 of the truth
+        def predict(self, archs):
+            return np.array([1.5 * latency(a) + 0.05 for a in archs])
+
+    base, floor = latency(space.largest()), latency(space.smallest())
+    mapped, info = calibrated_latency(Biased(), space, base, floor)
+    assert info["calibrated"] and mapped(space.largest()) == pytest.approx(base)
+    assert mapped(space.smallest()) == pytest.approx(floor)
+    middle = space.uniform(0.5)
+    assert mapped(middle) == pytest.approx(latency(middle))  # a linear bias is undone everywhere
+    _, flat = calibrated_latency(Biased(), space, floor, base)  # measured ends in the wrong order: left alone
+    assert not flat["calibrated"]

@@ -102,6 +102,18 @@ def resolve_budget(cfg: DictConfig, base_ms: float, floor_ms: float, source: str
     return budget, record
 
 
+def calibrated_latency(surrogate, space, base_ms: float, floor_ms: float):
+    """The latency model, mapped linearly so the base and the narrowest member predict what they measured in
+    this run. The model was fitted on stored samples (often from other minutes, and biased at the ends); a
+    strategy that trusts it would find a budget the run accepted infeasible, or stop short of it."""
+    p_hi, p_lo = (float(v) for v in surrogate.predict([space.largest(), space.smallest()]))
+    if not (p_hi > p_lo and base_ms > floor_ms):  # no usable span (noise): the model as it is
+        return lambda arch: float(surrogate.predict([arch])[0]), {"calibrated": False}
+    scale = (base_ms - floor_ms) / (p_hi - p_lo)
+    return (lambda arch: floor_ms + scale * (float(surrogate.predict([arch])[0]) - p_lo),
+            {"calibrated": True, "scale": scale, "predicted_base_ms": p_hi, "predicted_smallest_ms": p_lo})
+
+
 def _settings(space_cfg: Mapping, key: str, defaults: Mapping) -> dict:
     return {**defaults, **dict(space_cfg.get(key) or {})}
 
@@ -195,8 +207,10 @@ def run_channel_search(cfg: DictConfig, run_dir: Path, *, space, data, target, t
         timings["latency_samples"] = time.time() - clock
         clock = time.time()
         if is_channel_strategy(factory):
-            outcome = strategy.search(accuracy=evaluator.accuracy, latency=lambda a: float(lat_sur.predict([a])[0]),
-                                      budget_ms=budget_ms, base_ms=base_ms, progress=progress)
+            latency, predictors_info["latency"]["run_calibration"] = calibrated_latency(lat_sur, space, base_ms,
+                                                                                        floor_ms)
+            outcome = strategy.search(accuracy=evaluator.accuracy, latency=latency, budget_ms=budget_ms,
+                                      base_ms=base_ms, progress=progress)
             candidates = [Trial(arch=c["arch"], metrics={"accuracy": c["accuracy"], "latency_ms": c["latency_ms"]})
                           for c in outcome.candidates]
             history = [{"accuracy": t["accuracy"] if "accuracy" in t else t["reward"], "latency_ms": t["latency_ms"]}

@@ -120,8 +120,8 @@ class AutoSlimStrategy(_ChannelStrategy):
         space = self.space
         options = {label: tuple(sorted(opts)) for label, opts in space.choices().items()}
         extra_ms = [b * base_ms for b in self.budgets]
-        # The run checked the budget against the narrowest network's *measured* latency; where the latency
-        # model puts that network higher, slimming stops there (the measured re-check decides).
+        # The run maps the latency model onto its own measurements of the base and the narrowest network, so
+        # the floor is the measured one; should a model still put it above the budget, slimming stops there.
         floor = latency(space.smallest())
         goals = sorted({max(g, floor) for g in (budget_ms, budget_ms * (1 - self.margin), *extra_ms)}, reverse=True)
         queries: set[str] = set()
