@@ -458,7 +458,7 @@ def run_search(cfg: DictConfig, run_dir: Path, *, thread_policy: dict | None = N
         "device": target.describe(),
         "supernet": supernet_info,
         "predictors": predictors_info,
-        "pareto": [_entry(space, t) for t in front] if front else [_entry(space, best_trial)],
+        "pareto": [trial_entry(space, t) for t in front] if front else [trial_entry(space, best_trial)],
         "best": best,
         "latency_source": predicted_source if not target.can_measure else "measured",
         "history": [{"arch_id": t.arch_id, "public": space.to_public(t.arch), "accuracy": t.metrics["accuracy"],
@@ -535,7 +535,8 @@ def _run_channels(cfg: DictConfig, run_dir: Path, *, space_cfg: dict, target_cfg
     return run_channel_search(cfg, run_dir, space=space, data=data, target=target, thread_policy=thread_policy)
 
 
-def _entry(space: SearchSpace, trial: Trial) -> dict:
+def trial_entry(space: SearchSpace, trial: Trial) -> dict:
+    """A front / history entry of ``results.json``: the arch, its metrics and where each came from."""
     m = trial.metrics
     return {
         "arch": trial.arch,

@@ -334,7 +334,7 @@ class _Run:
                 if self.teacher is not None and phase.name != FULL_PHASE and config.kd_ratio > 0:
                     with torch.no_grad():
                         soft = F.softmax(self.teacher(xr), dim=1)
-                    loss = loss + config.kd_ratio * _soft_cross_entropy(logits, soft)
+                    loss = loss + config.kd_ratio * soft_cross_entropy(logits, soft)
                 correct += int((logits.detach().argmax(dim=1) == y).sum())
                 seen += len(y)
                 (loss / subnets).backward()  # averaged, so lr means the same for any subnets_per_step
@@ -439,7 +439,8 @@ def _cosine(base: float, step: int, total: int) -> float:
     return 0.5 * base * (1.0 + math.cos(math.pi * step / max(total, 1)))
 
 
-def _soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets (a teacher's probabilities): in-place distillation's loss."""
     return -(target_probs * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 

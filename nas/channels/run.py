@@ -161,6 +161,7 @@ def run_channel_search(cfg: DictConfig, run_dir: Path, *, space, data, target, t
         parse_arch_option,
         pick_to_measure,
         run_strategy,
+        trial_entry,
     )
 
     seed, progress = int(cfg.seed), bool(cfg.progress)
@@ -277,8 +278,8 @@ def run_channel_search(cfg: DictConfig, run_dir: Path, *, space, data, target, t
                                                       "groups": space.describe_groups()},
         "evaluator": evaluator_info, "predictors": predictors_info, "search": search_record,
         "finetune": finisher.finetune, "best": best, "base": base, "baselines": baselines,
-        "pareto": [_entry(space, t) for t in pareto_front(candidates, (ACCURACY, LATENCY))],
-        "candidates": [_entry(space, t) for t in candidates], "history": history,
+        "pareto": [trial_entry(space, t) for t in pareto_front(candidates, (ACCURACY, LATENCY))],
+        "candidates": [trial_entry(space, t) for t in candidates], "history": history,
         "latency_source": latency_of.source, "measurements": {**measured, **latency_of.records},
         "timings_s": {k: round(v, 1) for k, v in timings.items()}, "threads": thread_policy,
         "run_dir": str(run_dir), "config": OmegaConf.to_container(cfg, resolve=True),
@@ -355,11 +356,3 @@ class Finisher:
                       latency_ratio=float(latency) / self.base_ms,
                       onnx_bytes=(self.run_dir / final["onnx"]).stat().st_size)
         return record
-
-
-def _entry(space, trial: Trial) -> dict:
-    m = trial.metrics
-    return {"arch": trial.arch, "arch_id": trial.arch_id, "public": space.to_public(trial.arch),
-            "accuracy": m["accuracy"], "accuracy_source": m.get("accuracy_source", "predicted"),
-            "latency_ms": m["latency_ms"], "latency_source": m.get("latency_source", "predicted"),
-            **({"predicted_latency_ms": m["predicted_latency_ms"]} if "predicted_latency_ms" in m else {})}

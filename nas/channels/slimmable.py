@@ -24,6 +24,7 @@ from torch import nn
 
 from nas.arch import Value
 from nas.channels.groups import ChannelMasks, prune
+from nas.training import soft_cross_entropy
 from search_spaces.base import Supernet
 
 
@@ -54,10 +55,6 @@ class SlimmableNet(Supernet):
             model, _ = prune(net, self.space.input_shape(arch), self.space.widths(self.space.validate(arch)),
                              importance="leading")
         return model.eval()
-
-
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return torch.sum(-target * F.log_softmax(logits, dim=1), dim=1).mean()
 
 
 class SandwichLoss:
