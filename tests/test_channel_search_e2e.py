@@ -61,7 +61,14 @@ def check_contract(results: dict, run_dir: Path, *, measured: bool) -> None:
     weights = sum(int(t.dims[0]) if t.dims else 1 for t in graph.initializer if len(t.dims) == 4)
     assert weights < sum(int(t.dims[0]) for t in onnx.load(str(run_dir / base["onnx"])).graph.initializer
                          if len(t.dims) == 4)
-    assert base["latency_ratio"] == pytest.approx(base["latency_ms"] / results["constraint"]["base_latency_ms"])
+    # the finalists were measured again together with the base, and their ratios are to that session's base
+    assert base["latency_ratio"] == 1.0 and base["latency_ms"] == results["constraint"]["base_latency_ms"]
+    session = results["final_measurement"]["ms"]
+    assert set(session) == {"base", "best", "uniform", "l1"}
+    for name, entry in (("best", best), *baselines.items()):
+        assert entry["latency_ratio"] == pytest.approx(session[name] / session["base"])
+        assert entry["latency_ms"] == pytest.approx(entry["latency_ratio"] * base["latency_ms"])
+    assert best["budget_met"] == (best["latency_ms"] <= results["constraint"]["latency_ms"])
     # the uniform baseline and L1 pruning share one uniform width; the chosen network was fine-tuned
     assert baselines["uniform"]["arch"] == baselines["l1"]["arch"]
     assert "test_accuracy_before_finetune" in best and best["finetune"]["epochs"] == 1
@@ -82,6 +89,10 @@ def test_autoslim_writes_the_contract_with_baselines(tmp_path, cache):
     # the uniform baseline was bisected on measurements to the chosen network's latency
     probes = results["baselines"]["uniform"]["bisection"]
     assert probes and all(p["latency_ms"] > 0 for p in probes)
+    # every member was measured in a session with the base, and put on the base's scale
+    measured = [r for r in results["measurements"].values() if "ratio_to_base" in r and r["ratio_to_base"] != 1.0]
+    assert measured and all(r["median_ms"] == pytest.approx(r["ratio_to_base"] * results["constraint"]
+                                                            ["base_latency_ms"]) for r in measured)
 
 
 def test_amc_prunes_the_best_network_of_an_earlier_run(tmp_path, cache):

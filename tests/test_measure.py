@@ -19,7 +19,8 @@ from nas.arch import Value, arch_id
 from nas.errors import ConfigError, DataError
 from nas.export import export_onnx
 from nas.hardware.measure import (
-    MeasureConfig, Measurement, device_description, measure_onnx, median_ci_rel, reference_baseline, summarize,
+    MeasureConfig, Measurement, device_description, measure_onnx, measure_onnx_together, median_ci_rel,
+    reference_baseline, summarize,
 )
 from nas.hardware.reference import REFERENCE_PATH, build_reference_model, reference_model
 from nas.hardware.targets import LocalCPUTarget, Target
@@ -151,6 +152,33 @@ def test_reference_blocks_divide_each_candidate_block_by_its_reference_block(tin
     assert m.raw is not None and m.raw["median_ms"] == pytest.approx(4.5)
 
 
+def test_models_measured_together_take_their_blocks_in_turn_after_the_reference(tiny_onnx: bytes) -> None:
+    # Rounds of blocks of 2: ref 1 ms, model A 2 ms, model B 4 ms; then the machine slows 3x for a round.
+    fast, slow = [0.001] * 2 + [0.002] * 2 + [0.004] * 2, [0.003] * 2 + [0.006] * 2 + [0.012] * 2
+    config = MeasureConfig(warmup=0, min_repeats=4, max_repeats=4, max_seconds=100.0, stable_ci=None,
+                           reference=True, reference_block=2)
+    clock = FakeClock(fast + slow)
+    a, b = measure_onnx_together([tiny_onnx, tiny_onnx], [TINY, TINY], config, clock=clock, reference_ms=1.0)
+    assert clock.calls == 2 * 12
+    assert (a.median_ms, b.median_ms) == (pytest.approx(2.0), pytest.approx(4.0))  # the slow round cancels out
+    assert a.raw["median_ms"] == pytest.approx(4.0) and b.raw["median_ms"] == pytest.approx(8.0)
+    assert a.n == b.n == 4 and a.stop_reason == b.stop_reason == "max_repeats"
+    with pytest.raises(ConfigError, match="one input shape per model"):
+        measure_onnx_together([tiny_onnx, tiny_onnx], [TINY], config)
+
+
+def test_real_models_measured_together_keep_their_order_and_one_baseline() -> None:
+    # Real timings: the same two networks measured together keep their ratio (what a channel run compares).
+    small, big = onnx_bytes(conv_net(8, 2), (3, 16, 16)), onnx_bytes(conv_net(32, 2), (3, 16, 16))
+    config = MeasureConfig(warmup=3, min_repeats=20, max_repeats=200, max_seconds=0.3, reference=True)
+    ratios = []
+    for _ in range(3):
+        m_small, m_big = measure_onnx_together([small, big], [(3, 16, 16)] * 2, config)
+        ratios.append(m_big.median_ms / m_small.median_ms)
+        assert m_small.reference is not None and m_big.reference["baseline_ms"] == m_small.reference["baseline_ms"]
+    assert min(ratios) > 1.5 and max(ratios) / min(ratios) < 1.5
+
+
 def test_reference_baseline_is_established_once_per_process(tiny_onnx: bytes) -> None:
     config = MeasureConfig(warmup=0, min_repeats=3, max_repeats=3, stable_ci=None, reference=True, threads=1,
                            reference_block=1)
@@ -264,3 +292,17 @@ def test_cpu_target_measures_archs_and_keeps_files(tmp_path: Path) -> None:
         LocalCPUTarget(threads=0)
     with pytest.raises(TypeError):
         LocalCPUTarget(1)  # type: ignore[misc]  # keyword-only
+
+
+def test_cpu_target_measures_archs_together_and_stores_them(tmp_path: Path) -> None:
+    from nas.hardware.store import MeasurementStore
+
+    store = MeasurementStore(tmp_path / "m.sqlite")
+    target = LocalCPUTarget(warmup=2, min_repeats=10, max_repeats=100, max_seconds=0.2, store=store)
+    space = WidthSpace()
+    small, big = target.measure_together(space, [{"width": 4}, {"width": 64}])
+    assert (small.input_shape, big.input_shape) == ((3, 16, 16), (3, 64, 64))
+    assert big.median_ms > 5 * small.median_ms and target.measured_count == 2
+    assert small.reference["baseline_ms"] == big.reference["baseline_ms"] == target._known_baseline()
+    # stored like single measurements: measure() serves them without timing again
+    assert target.measure(space, {"width": 64}).median_ms == big.median_ms and target.measured_count == 2

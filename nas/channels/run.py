@@ -11,11 +11,13 @@ Steps (each a function or a call into :mod:`nas.pipeline`):
 3. the target's latency model (:func:`nas.pipeline.fit_latency_surrogate`, on the space's kernel features);
 4. the search: ``autoslim`` / ``amc`` run their own loop on the real accuracy evaluator
    (:mod:`nas.channels.strategies`); every other strategy runs ask/tell on predictors as in the main search;
-5. the candidates are re-measured on the target and one is chosen by ``final.choose`` on measured latency;
+5. the candidates are re-measured on the target (in one session with the base: :class:`LatencyOf`) and one
+   is chosen by ``final.choose`` on measured latency;
 6. finalisation: the chosen network is built with physical channel removal, fine-tuned with distillation from
    the base (``space.finetune``), exported, checked against PyTorch, measured and tested; beside it, the
    uniform width multiplier with the same measured latency (bisection on measurements) and L1-norm pruning at
-   that uniform ratio, fine-tuned the same way, and the base itself, all in ``results.json`` (``base``,
+   that uniform ratio, fine-tuned the same way, and the base itself, measured again together in one session
+   (their ``latency_ratio``), all in ``results.json`` (``base``,
    ``best``, ``baselines.uniform``, ``baselines.l1``), ``pareto.png`` and ``channels.png``;
    ``models/base.npz`` keeps the trained base (``space.base=runs/.../models/base.npz`` reuses it).
 """
@@ -53,12 +55,14 @@ DEFAULT_SLIMMABLE = {"epochs": 2, "lr": 0.02, "random_widths": 2, "batch_size": 
 
 
 class LatencyOf:
-    """The latency of a member on the target: measured (a measuring target) or the target's prior, with its source.
+    """The latency of members on the target, on one scale: measured beside the base, or the target's prior.
 
-    Measured *in this run* (the store is written, not read): the budget is a fraction of the base's latency
-    measured in the same run, and the uniform baseline is matched to the chosen network's latency as measured
-    now. A stored measurement from an hour ago may differ by more than the budget's margin (this machine's
-    CPU latencies drift up to 1.6x over minutes, ../shared/FACTS.md). Each member is measured once per run."""
+    Measured *in this run* (the store is written, not read) and always *together with the base*, interleaved
+    in one session (:meth:`Target.measure_together`), then put on the scale of the base's first measurement:
+    ``ms = (member / base, same session) x base_ms``. The budget is a fraction of the base, and measured one
+    after the other the ratio of two networks on this machine swung 0.51-0.87 between sessions (the
+    machine's state changes by the minute, ../shared/FACTS.md); measured together it held within 1 %.
+    Each member is measured once per run."""
 
     def __init__(self, space, target) -> None:
         from nas.pipeline import device_less_prior
@@ -67,15 +71,39 @@ class LatencyOf:
         self.source = "measured" if target.can_measure else "prior"
         self._prior = None if target.can_measure else device_less_prior(target, space)
         self.records: dict[str, dict] = {}
+        self._base_ms: float | None = None
+
+    @property
+    def base_ms(self) -> float:
+        """The base network's latency: the scale every other latency of the run is put on."""
+        if self._base_ms is None:
+            self.together([])
+        assert self._base_ms is not None
+        return self._base_ms
 
     def __call__(self, arch: Arch) -> float:
-        aid = arch_id(arch)
-        if aid not in self.records:
-            if self._prior is None:
-                self.records[aid] = self.target.measure(self.space, arch, remeasure=True).to_dict()
+        return self.together([arch])[0]
+
+    def together(self, archs: list[Arch]) -> list[float]:
+        """The latency (ms, on the base's scale) of each of ``archs``; the new ones measured in one session."""
+        new = list({arch_id(a): a for a in archs if arch_id(a) not in self.records}.values())
+        if self._base_ms is None or new:
+            if self._prior is not None:
+                predicted = self._prior.predict(self.space, [self.space.largest(), *new])
+                self._base_ms = float(predicted[0]) if self._base_ms is None else self._base_ms
+                for arch, ms in zip(new, predicted[1:]):
+                    self.records[arch_id(arch)] = {"median_ms": float(ms), "source": "prior"}
             else:
-                self.records[aid] = {"median_ms": float(self._prior.predict(self.space, [arch])[0]), "source": "prior"}
-        return float(self.records[aid]["median_ms"])
+                base, *rest = self.target.measure_together(self.space, [self.space.largest(), *new])
+                if self._base_ms is None:
+                    self._base_ms = base.median_ms
+                    self.records[arch_id(self.space.largest())] = {**base.to_dict(), "ratio_to_base": 1.0}
+                for arch, measurement in zip(new, rest):
+                    ratio = measurement.median_ms / base.median_ms
+                    self.records[arch_id(arch)] = {**measurement.to_dict(), "median_ms": ratio * self._base_ms,
+                                                   "session_ms": measurement.median_ms, "ratio_to_base": ratio,
+                                                   "session_base_ms": base.median_ms}
+        return [float(self.records[arch_id(a)]["median_ms"]) for a in archs]
 
 
 def resolve_budget(cfg: DictConfig, base_ms: float, floor_ms: float, source: str) -> tuple[float, dict]:
@@ -176,8 +204,8 @@ def run_channel_search(cfg: DictConfig, run_dir: Path, *, space, data, target, t
     # 1. the budget, from the base's and the narrowest member's latency (no weights needed, nothing trained yet)
     clock = time.time()
     latency_of = LatencyOf(space, target)
-    base_ms = latency_of(space.largest())
     floor_ms = latency_of(space.smallest())
+    base_ms = latency_of.base_ms
     budget_ms, budget_record = resolve_budget(cfg, base_ms, floor_ms, latency_of.source)
     constraints = Constraints(latency_ms=budget_ms)
     strategy = None if given_arch is not None else make_strategy(
@@ -234,10 +262,12 @@ def run_channel_search(cfg: DictConfig, run_dir: Path, *, space, data, target, t
 
     # 5. re-measure the candidates and choose on measured latency
     clock = time.time()
-    for trial in tqdm(candidates, desc=f"measuring candidates on {target.name}", disable=not progress):
+    log.info("measuring %d candidates on %s, together with the base", len(candidates), target.name)
+    latencies = latency_of.together([trial.arch for trial in candidates])
+    for trial, ms in zip(tqdm(candidates, desc="validating candidates", disable=not progress), latencies):
         trial.metrics["predicted_latency_ms"] = trial.metrics["latency_ms"]
         trial.metrics.update(accuracy=float(evaluator.accuracy(trial.arch)), accuracy_source=evaluator_name,
-                             latency_ms=latency_of(trial.arch), latency_source=latency_of.source)
+                             latency_ms=ms, latency_source=latency_of.source)
     rule = resolve_rule(cfg.final.get("choose", "auto"), budget_ms=budget_ms, objective=str(cfg.objective))
     choice = (given(candidates[0], budget_ms=budget_ms) if given_arch is not None else
               choose(candidates, rule=rule, budget_ms=budget_ms, tolerance=float(cfg.final.accuracy_tolerance),
@@ -254,14 +284,15 @@ def run_channel_search(cfg: DictConfig, run_dir: Path, *, space, data, target, t
     best.update(choice.record(), predicted_latency_ms=chosen.metrics.get("predicted_latency_ms"),
                 accuracy_source=f"fine-tuned ({finisher.finetune['epochs']} epochs, distillation from the base)",
                 description=space.describe(chosen.arch), public=space.to_public(chosen.arch))
-    best["budget_met"] = bool(best["latency_ms"] <= budget_ms)
-    uniform_arch, _, probes = bisect_uniform(space, latency_of, best["latency_ms"])
+    uniform_arch, _, probes = bisect_uniform(space, latency_of, chosen.metrics["latency_ms"])
     baselines = {"uniform": finisher.finish("uniform", uniform_arch, finisher.pruned(uniform_arch, "leading")),
                  "l1": finisher.finish("l1", uniform_arch, finisher.pruned(uniform_arch, "l1"))}
     baselines["uniform"]["bisection"] = [{"ratio": p["ratio"], "latency_ms": p["latency_ms"],
                                           "arch_id": arch_id(p["arch"])} for p in probes]
     baselines["uniform"]["ratio"] = next(p["ratio"] for p in probes if arch_id(p["arch"]) == arch_id(uniform_arch))
     base = finisher.finish("base", space.largest(), space.base_model, finetune=False)
+    final_session = finisher.measure_together(base, {"best": best, **baselines})
+    best["budget_met"] = bool(best["latency_ms"] <= budget_ms)
     save_base(run_dir / "models" / BASE_FILE, space.base_model, space.spec, {"train": base_info.get("train")})
     timings["finalize"] = time.time() - clock
 
@@ -280,7 +311,8 @@ def run_channel_search(cfg: DictConfig, run_dir: Path, *, space, data, target, t
         "finetune": finisher.finetune, "best": best, "base": base, "baselines": baselines,
         "pareto": [trial_entry(space, t) for t in pareto_front(candidates, (ACCURACY, LATENCY))],
         "candidates": [trial_entry(space, t) for t in candidates], "history": history,
-        "latency_source": latency_of.source, "measurements": {**measured, **latency_of.records},
+        "latency_source": latency_of.source, "final_measurement": final_session,
+        "measurements": {**measured, **latency_of.records},
         "timings_s": {k: round(v, 1) for k, v in timings.items()}, "threads": thread_policy,
         "run_dir": str(run_dir), "config": OmegaConf.to_container(cfg, resolve=True),
     }
@@ -345,14 +377,33 @@ class Finisher:
             record["finetune"] = summary
         model.eval()
         final = export_and_check(self.space, _Fixed(model), self.target, arch, self.data, self.run_dir, name=name)
-        latency = final["measurement"]["median_ms"] if final["measurement"] else None
-        if latency is None:  # no device: the target's prior, labelled as such
+        record.update(final, accuracy=evaluate(model, self.data.val.X, self.data.val.y, resolution=shape[-1]),
+                      onnx_bytes=(self.run_dir / final["onnx"]).stat().st_size)
+        return record
+
+    def measure_together(self, base: dict, others: Mapping[str, dict]) -> dict:
+        """Measure the exported base and ``others`` in one interleaved session (:meth:`Target.measure_onnx_files`)
+        and give each entry ``measured_latency_ms`` (this session), ``latency_ratio`` (to the base, this
+        session) and ``latency_ms`` (that ratio on the run's base scale, what the budget is compared with).
+        Without a device, the target's prior gives the latencies. Returns the session's record."""
+        entries = {"base": base, **others}
+        if self.target.can_measure:
+            measurements = self.target.measure_onnx_files(
+                [self.run_dir / e["onnx"] for e in entries.values()],
+                [self.space.input_shape(e["arch"]) for e in entries.values()])
+            session = {name: m.median_ms for name, m in zip(entries, measurements)}
+            record = {"together": list(entries), "ms": session,
+                      "why": "interleaved in one session so their ratios hold (LatencyOf explains)"}
+        else:
             from nas.pipeline import device_less_prior
 
-            latency = float(device_less_prior(self.target, self.space).predict(self.space, [arch])[0])
-        record.update(final, accuracy=evaluate(model, self.data.val.X, self.data.val.y, resolution=shape[-1]),
-                      measured_latency_ms=final["measurement"]["median_ms"] if final["measurement"] else None,
-                      latency_ms=float(latency), latency_source=self.latency_source,
-                      latency_ratio=float(latency) / self.base_ms,
-                      onnx_bytes=(self.run_dir / final["onnx"]).stat().st_size)
+            prior = device_less_prior(self.target, self.space)
+            session = {name: float(prior.predict(self.space, [e["arch"]])[0]) for name, e in entries.items()}
+            measurements, record = [None] * len(entries), {"ms": session, "source": "prior"}
+        for (name, entry), measurement in zip(entries.items(), measurements):
+            ratio = session[name] / session["base"]
+            entry.update(measured_latency_ms=session[name] if measurement is not None else None,
+                         latency_ratio=ratio, latency_ms=ratio * self.base_ms, latency_source=self.latency_source)
+            if measurement is not None:
+                entry["measurement_together"] = measurement.to_dict()
         return record

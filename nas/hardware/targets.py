@@ -27,7 +27,13 @@ from torch import nn
 from nas.arch import Value
 from nas.errors import ConfigError, ModelError
 from nas.export import check_input_shape, export_onnx
-from nas.hardware.measure import MeasureConfig, Measurement, device_description, measure_onnx
+from nas.hardware.measure import (
+    MeasureConfig,
+    Measurement,
+    device_description,
+    measure_onnx,
+    measure_onnx_together,
+)
 from nas.hardware.store import MeasurementStore
 from nas.registry import register_target
 from nas.tables import TABLE_DEVICES, load_table, shipped_table
@@ -132,6 +138,32 @@ class Target(abc.ABC):
             store.put(key, aid, conditions, measurement, space=space.name, arch=arch, arch_str=arch_str,
                       target=self.describe())
         return measurement
+
+    def measure_onnx_files(self, paths: Sequence[Path], input_shapes: Sequence[tuple[int, int, int]]
+                           ) -> list[Measurement]:
+        """Time several exported models that will be compared with each other, as alike in conditions as the
+        target allows. Default: one after the other; :class:`LocalCPUTarget` interleaves them in one session."""
+        return [self.measure_onnx_file(Path(path), shape) for path, shape in zip(paths, input_shapes)]
+
+    def measure_together(self, space: SearchSpace, archs: Sequence[Mapping[str, Value]]) -> list[Measurement]:
+        """Measure ``archs`` afresh with :meth:`measure_onnx_files` (interleaved where the target can) and store
+        each: for latencies that are compared as ratios (a network and the base it is a fraction of)."""
+        archs = [space.validate(arch) for arch in archs]
+        shapes = [check_input_shape(space.input_shape(arch)) for arch in archs]
+        with tempfile.TemporaryDirectory(prefix="hwnas-export-") as tmp:
+            folder = self.workdir if self.workdir is not None else Path(tmp)
+            paths = [export_onnx(space.build(arch), shape, folder / f"{space.store_id(arch)}.onnx")
+                     for arch, shape in zip(archs, shapes)]
+            measurements = self.measure_onnx_files(paths, shapes)
+        self.measured_count += len(archs)
+        if self.store is not None:
+            key = self.target_key()
+            for arch, shape, measurement in zip(archs, shapes, measurements):
+                public = space.to_public(arch)
+                arch_str = public if isinstance(public, str) else json.dumps(public, separators=(",", ":"))
+                self.store.put(key, space.store_id(arch), self.conditions(shape), measurement, space=space.name,
+                               arch=arch, arch_str=arch_str, target=self.describe())
+        return measurements
 
     def latency_ms(self, space: SearchSpace, arch: Mapping[str, Value]) -> float:
         """Latency of ``arch`` in ms (the median of a measurement; table targets look it up instead)."""
@@ -254,22 +286,23 @@ class LocalCPUTarget(Target):
         return self._baseline_ms
 
     def _adopt_baseline(self, measurement: Measurement) -> None:
-        """Keep the baseline the first corrected measurement used, so later ones use the same (and store it)."""
-        if self._baseline_ms is not None or not measurement.reference:
+        """Keep the baseline the first corrected measurement used, so later ones use the same (and store it);
+        a measurement taken on another baseline (another process stored its own first) is put on this one."""
+        if not measurement.reference:
             return
         own = float(measurement.reference["baseline_ms"])
-        baseline = own
-        if self.store is not None:
-            from nas.hardware.reference import reference_sha256
+        if self._baseline_ms is None:
+            baseline = own
+            if self.store is not None:
+                from nas.hardware.reference import reference_sha256
 
-            baseline = self.store.put_baseline(self.target_key(), reference_sha256(), own)
-        self._baseline_ms = baseline
-        if baseline != own:
-            # Another process stored its baseline first: put this measurement on that scale too.
-            scale = baseline / own
+                baseline = self.store.put_baseline(self.target_key(), reference_sha256(), own)
+            self._baseline_ms = baseline
+        if self._baseline_ms != own:
+            scale = self._baseline_ms / own
             for name in ("median_ms", "mean_ms", "p10_ms", "p90_ms", "std_ms"):
                 setattr(measurement, name, getattr(measurement, name) * scale)
-            measurement.reference = {**measurement.reference, "baseline_ms": baseline}
+            measurement.reference = {**measurement.reference, "baseline_ms": self._baseline_ms}
 
     def measure_locally(self, path: Path, input_shape: tuple[int, int, int], *,
                         reference_ms: float | None) -> Measurement:
@@ -288,6 +321,20 @@ class LocalCPUTarget(Target):
             measurement = self.measure_locally(Path(path), shape, reference_ms=baseline)
         self._adopt_baseline(measurement)
         return measurement
+
+    def measure_onnx_files(self, paths: Sequence[Path], input_shapes: Sequence[tuple[int, int, int]]
+                           ) -> list[Measurement]:
+        # Interleaved in one local session (measure_onnx_together); an agent, or a subclass with its own local
+        # runtime, measures them one after the other (the agent's protocol takes one model per request).
+        if self.client is not None or type(self).measure_locally is not LocalCPUTarget.measure_locally:
+            return super().measure_onnx_files(paths, input_shapes)
+        shapes = [check_input_shape(shape) for shape in input_shapes]
+        baseline = self._known_baseline() if self.measure_config.reference else None
+        measurements = measure_onnx_together([Path(p) for p in paths], shapes, self.measure_config,
+                                             reference_ms=baseline)
+        for measurement in measurements:
+            self._adopt_baseline(measurement)
+        return measurements
 
 
 class TableTarget(Target):
