@@ -3,6 +3,7 @@ uniform-width and L1-pruning baselines, on this machine's CPU.
 
     python experiments/channel_search.py [--bases mbv2,ofa] [--ratios 0.7,0.5,0.3] [--seeds 3]
                                          [--strategies autoslim,amc,evolution] [--workdir DIR] [--out FILE] [--resume]
+                                         [--merge FILE ...]
 
 Every run is the main command at its CLI defaults (``python -m nas.search +space=channels +target=cpu
 strategy=S constraint.latency_ratio=R seed=K threads=1``), so each reports its chosen network and, fine-tuned
@@ -140,14 +141,18 @@ def main() -> None:
                         help="run directories and the shared cache")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "channel_search.json")
     parser.add_argument("--resume", action="store_true", help="keep the runs already in --out and skip them")
+    parser.add_argument("--merge", type=Path, nargs="+", default=[],
+                        help="also keep the runs of these JSON files (benchmarks run as parallel processes, one "
+                             "--out each, then merged into one --out)")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     cache = args.workdir / "cache"
     runs: list[dict] = []
     unreachable: list[dict] = []
-    if args.resume and args.out.is_file():
-        previous = json.loads(args.out.read_text())
-        runs, unreachable = previous.get("runs", []), previous.get("unreachable", [])
+    for path in ([args.out] if args.resume and args.out.is_file() else []) + list(args.merge):
+        previous = json.loads(path.read_text())
+        runs += previous.get("runs", [])
+        unreachable += previous.get("unreachable", [])
     done = {(r["base"], r["ratio"], r["seed"], r["strategy"]) for r in runs + unreachable}
     bases = args.bases.split(",")
     base_args = {"mbv2": []}
@@ -157,7 +162,8 @@ def main() -> None:
             print("running the OFA main command for its winner ...", flush=True)
             run_command(["+space=ofa", "+target=cpu"], ofa_dir, cache)
         base_args["ofa"] = [f"space.base_run={ofa_dir}"]
-    jobs = [(b, float(r), s, st) for b in bases for r in args.ratios.split(",") for s in range(args.seeds)
+    # seeds outermost: a benchmark stopped early still has every (base, budget, method) cell, with fewer seeds
+    jobs = [(b, float(r), s, st) for s in range(args.seeds) for b in bases for r in args.ratios.split(",")
             for st in args.strategies.split(",")]
     for i, (base, ratio, seed, strategy) in enumerate(jobs, 1):
         if (base, ratio, seed, strategy) in done:

@@ -120,3 +120,20 @@ def test_the_run_maps_the_latency_model_onto_its_own_measurements_of_the_ends(sp
     assert mapped(middle) == pytest.approx(latency(middle))  # a linear bias is undone everywhere
     _, flat = calibrated_latency(Biased(), space, floor, base)  # measured ends in the wrong order: left alone
     assert not flat["calibrated"]
+
+
+def test_a_budget_below_the_narrowest_member_is_refused_when_measured_and_searched_to_it_on_a_prior():
+    from omegaconf import OmegaConf
+
+    from nas.channels.run import resolve_budget
+
+    cfg = OmegaConf.create({"constraint": {"latency_ratio": 0.5, "latency_ms": None}})
+    assert resolve_budget(cfg, 10.0, 4.0, "measured") == (5.0, {
+        "base_latency_ms": 10.0, "base_latency_source": "measured", "smallest_latency_ms": 4.0, "latency_ms": 5.0,
+        "latency_ratio": 0.5, "given": "latency_ratio"})
+    with pytest.raises(ConfigError, match="below the narrowest network"):
+        resolve_budget(cfg, 10.0, 8.7, "measured")
+    # the prior's floor is a model of another board: the run goes on to the narrowest member, the ask recorded
+    budget, record = resolve_budget(cfg, 10.0, 8.7, "prior")
+    assert budget == 8.7 and record["latency_ms"] == 5.0 and record["search_latency_ms"] == 8.7
+    assert "by the prior" in record["clamped"]
