@@ -946,6 +946,80 @@ def channel_search_table(res: Results) -> str:
         res.source("channel_search.json", command=_CHANNELS))
 
 
+def _channel_cells(d: Node) -> list[tuple[str, float, dict]]:
+    """(base, budget, {method: [runs' entries]}) with the uniform and L1 baselines of every run at that budget."""
+    out = []
+    for base in _unique(r["base"] for r in d["runs"]):
+        for ratio in sorted({r["ratio"] for r in d["runs"] if r["base"] == base}, reverse=True):
+            runs = [r for r in d["runs"] if r["base"] == base and r["ratio"] == ratio]
+            methods = {m: [r["best"] for r in runs if r["strategy"] == m] for m in _unique(r["strategy"] for r in runs)}
+            methods.update(uniform=[r["uniform"] for r in runs], l1=[r["l1"] for r in runs],
+                           base=[{"test_accuracy": r["base_test_accuracy"], "latency_ratio": 1.0} for r in runs])
+            out.append((base, ratio, methods))
+    return out
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+@renderer(pending_on="channel_search.json")
+def channel_search_summary(res: Results) -> str:
+    """The README's channel-search table: per base and budget, each method's test accuracy after fine-tuning
+    and measured latency / base (means over the runs; uniform and L1 over every run's own baselines)."""
+    d = res.load("channel_search.json")
+    cells = _channel_cells(d)
+    methods = _unique(m for _, _, ms in cells for m in ms if m not in ("uniform", "l1", "base"))
+    rows = []
+    for base, ratio, ms in cells:
+        rows.append([f"`{base}`", f"{ratio:g}"] + [
+            f"{100 * _mean([e['test_accuracy'] for e in ms[m]]):.1f} % at {_mean([e['latency_ratio'] for e in ms[m]]):.2f}"
+            if ms.get(m) else "" for m in (*methods, "uniform", "l1")])
+    for u in _unique((u["base"], u["ratio"]) for u in d.get("unreachable", [])):
+        if not any(c[0] == u[0] and c[1] == u[1] for c in cells):
+            rows.append([f"`{u[0]}`", f"{u[1]:g}"] + ["below the narrowest member"] + [""] * (len(methods) + 1))
+    return table(["base", "budget", *methods, "uniform width", "L1 pruning"], rows) + "\n" + footer(
+        res.source("channel_search.json", command=_CHANNELS))
+
+
+@renderer(pending_on="channel_search.json")
+def channel_search_findings(res: Results) -> str:
+    """The issue's targets checked on channel_search.json: budget ratios, the margin over uniform width against
+    the seeds' spread, the tightest budget within 0.5 pp of the base, search CPU minutes, unreachable budgets."""
+    d = res.load("channel_search.json")
+    lines = []
+    for base, ratio, ms in _channel_cells(d):
+        parts = []
+        for m, entries in ms.items():
+            if m in ("uniform", "l1", "base"):
+                continue
+            runs = [r for r in d["runs"] if r["base"] == base and r["ratio"] == ratio and r["strategy"] == m]
+            # each run's own uniform baseline is matched to its network's measured latency: paired differences
+            gains = [100 * (r["best"]["test_accuracy"] - r["uniform"]["test_accuracy"]) for r in runs]
+            std = statistics.stdev(gains) if len(gains) > 1 else float("nan")
+            verdict = "beats it" if len(gains) > 1 and _mean(gains) > std else "does not separate"
+            lat = [e["latency_ratio"] for e in entries]
+            within = sum(abs(x / ratio - 1) <= 0.10 for x in lat)
+            parts.append(f"`{m}` {_mean(gains):+.2f} ± {std:.2f} pp over uniform width ({verdict}), latency "
+                         f"{min(lat):.2f}-{max(lat):.2f} of the base ({within} of {len(lat)} within ±10 % of {ratio:g})")
+        lines.append(f"- `{base}` at {ratio:g}: " + "; ".join(parts) + ".")
+    for base in _unique(t["base"] for t in d.get("tightest", [])):
+        mine = [t for t in d["tightest"] if t["base"] == base and "@" not in t["method"] or
+                t["base"] == base and t["method"].startswith("uniform@")]
+        lines.append(f"- tightest budget within {mine[0]['drop_pp']:g} pp of the base's test accuracy, `{base}`: " +
+                     ", ".join(f"`{t['method']}` {'none' if t['ratio'] is None else format(t['ratio'], 'g')}"
+                               for t in mine) + ".")
+    cpu = [r["search_cpu_s"] / 60 for r in d["runs"] if r.get("search_cpu_s") is not None]
+    if cpu:
+        lines.append(f"- search CPU minutes per run: {min(cpu):.1f}-{max(cpu):.1f} (whole runs, with training and "
+                     f"fine-tuning: {min(r['run_cpu_s'] for r in d['runs']) / 60:.1f}-"
+                     f"{max(r['run_cpu_s'] for r in d['runs']) / 60:.1f}).")
+    for base, ratio in _unique((u["base"], u["ratio"]) for u in d.get("unreachable", [])):
+        error = next(u["error"] for u in d["unreachable"] if u["base"] == base and u["ratio"] == ratio)
+        lines.append(f"- `{base}` at {ratio:g} is below the narrowest member on this CPU: {error.removeprefix('error: ')}")
+    return "\n".join(lines) + "\n\n" + footer(res.source("channel_search.json", command=_CHANNELS))
+
+
 @renderer(pending_on="darts_cells.json")
 def darts_findings(res: Results) -> str:
     """The issue's targets, checked against the darts_* results."""

@@ -31,6 +31,14 @@ from nas.errors import ConfigError
 CHANNEL_EVALUATORS = {"pruned": "l1", "slimmable": "leading"}
 
 
+def calibration_images(data: DataSplits, count: int, seed: int) -> torch.Tensor:
+    """The training images BatchNorm statistics are recalibrated on (a seeded draw, in index order): the same
+    for the evaluator's queries and the finalised networks of a run, so both see one calibration."""
+    count = min(count, len(data.train))
+    pick = np.sort(np.random.default_rng(seed).choice(len(data.train), size=count, replace=False))
+    return data.train.X[torch.from_numpy(pick)]
+
+
 class MaskedEvaluator:
     """Accuracy of width configurations of ``model`` (the trained base, or a slimmable supernet's network)."""
 
@@ -50,9 +58,7 @@ class MaskedEvaluator:
         # BatchNorm statistics of the weights as given: restored before each recalibration, so one query's
         # statistics never leak into the next.
         self._bn_state = {k: v.clone() for k, v in self._model.state_dict().items() if "running" in k or "batches" in k}
-        count = min(calib_images, len(data.train))
-        pick = np.sort(np.random.default_rng(seed).choice(len(data.train), size=count, replace=False))
-        self._calib = data.train.X[torch.from_numpy(pick)]
+        self._calib = calibration_images(data, calib_images, seed)
         self._resolution = shape[-1]
         self._cache: dict[tuple[str, str], float] = {}
         self.queries = 0

@@ -356,13 +356,12 @@ class Finisher:
     def pruned(self, arch: Arch, importance: str) -> torch.nn.Module:
         """The base cut to ``arch`` keeping channels by ``importance`` (``leading``: a width multiplier)."""
         from nas.accuracy import recalibrate_bn
+        from nas.channels.evaluators import calibration_images
         from nas.channels.groups import prune
 
         shape = self.space.input_shape(arch)
         model, _ = prune(self.space.base_model, shape, self.space.widths(arch), importance=importance)
-        rng = np.random.default_rng(self.seed)
-        pick = np.sort(rng.choice(len(self.data.train), size=min(self.calib, len(self.data.train)), replace=False))
-        return recalibrate_bn(model, self.data.train.X[torch.from_numpy(pick)], resolution=shape[-1])
+        return recalibrate_bn(model, calibration_images(self.data, self.calib, self.seed), resolution=shape[-1])
 
     def finish(self, name: str, arch: Arch, model: torch.nn.Module, *, val_accuracy: float | None = None,
                finetune: bool = True, weights: str = "base") -> dict:
