@@ -946,6 +946,17 @@ def channel_search_table(res: Results) -> str:
         res.source("channel_search.json", command=_CHANNELS))
 
 
+@renderer(pending_on="measure_together.json")
+def measure_together_summary(res: Results) -> str:
+    """How far latency / base moves between rounds, measured apart versus together (docs/channels.md)."""
+    d = res.load("measure_together.json")
+    parts = [f"at width {r['width']:g}, {r['apart']['min']:.2f}-{r['apart']['max']:.2f} apart (std "
+             f"{r['apart']['std']:.3f}) against {r['together']['min']:.2f}-{r['together']['max']:.2f} together "
+             f"(std {r['together']['std']:.3f})" for r in d["rows"]]
+    return (f"Over {d['rounds']} rounds on this machine, the latency / base of uniform-width members of "
+            f"{d['base']} moved " + "; ".join(parts) + ".\n" + footer(res.source("measure_together.json")))
+
+
 def _channel_cells(d: Node) -> list[tuple[str, float, dict]]:
     """(base, budget, {method: [runs' entries]}) with the uniform and L1 baselines of every run at that budget."""
     out = []
@@ -972,13 +983,16 @@ def channel_search_summary(res: Results) -> str:
     methods = _unique(m for _, _, ms in cells for m in ms if m not in ("uniform", "l1", "base"))
     rows = []
     for base, ratio, ms in cells:
-        rows.append([f"`{base}`", f"{ratio:g}"] + [
+        rows.append([f"`{base}`", ratio] + [
             f"{100 * _mean([e['test_accuracy'] for e in ms[m]]):.1f} % at {_mean([e['latency_ratio'] for e in ms[m]]):.2f}"
-            if ms.get(m) else "" for m in (*methods, "uniform", "l1")])
+            if ms.get(m) else "" for m in (*methods, "uniform", "l1")] +
+            [f"{100 * _mean([e['test_accuracy'] for e in ms['base']]):.1f} %"])
     for u in _unique((u["base"], u["ratio"]) for u in d.get("unreachable", [])):
         if not any(c[0] == u[0] and c[1] == u[1] for c in cells):
-            rows.append([f"`{u[0]}`", f"{u[1]:g}"] + ["below the narrowest member"] + [""] * (len(methods) + 1))
-    return table(["base", "budget", *methods, "uniform width", "L1 pruning"], rows) + "\n" + footer(
+            rows.append([f"`{u[0]}`", u[1]] + ["below the narrowest member"] + [""] * (len(methods) + 2))
+    order = _unique(row[0] for row in rows)
+    rows = [[row[0], f"{row[1]:g}", *row[2:]] for row in sorted(rows, key=lambda r: (order.index(r[0]), -r[1]))]
+    return table(["base", "budget", *methods, "uniform width", "L1 pruning", "base network"], rows) + "\n" + footer(
         res.source("channel_search.json", command=_CHANNELS))
 
 
@@ -1017,7 +1031,7 @@ def channel_search_findings(res: Results) -> str:
     for base, ratio in _unique((u["base"], u["ratio"]) for u in d.get("unreachable", [])):
         error = next(u["error"] for u in d["unreachable"] if u["base"] == base and u["ratio"] == ratio)
         lines.append(f"- `{base}` at {ratio:g} is below the narrowest member on this CPU: {error.removeprefix('error: ')}")
-    return "\n".join(lines) + "\n\n" + footer(res.source("channel_search.json", command=_CHANNELS))
+    return "\n".join(lines) + "\n" + footer(res.source("channel_search.json", command=_CHANNELS))
 
 
 @renderer(pending_on="darts_cells.json")

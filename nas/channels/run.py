@@ -60,8 +60,8 @@ class LatencyOf:
     Measured *in this run* (the store is written, not read) and always *together with the base*, interleaved
     in one session (:meth:`Target.measure_together`), then put on the scale of the base's first measurement:
     ``ms = (member / base, same session) x base_ms``. The budget is a fraction of the base, and measured one
-    after the other the ratio of two networks on this machine swung 0.51-0.87 between sessions (the
-    machine's state changes by the minute, ../shared/FACTS.md); measured together it held within 1 %.
+    after the other the ratio of two networks on this machine moves several times as much between sessions as
+    measured together (the machine's state changes by the minute: experiments/measure_together.py).
     Each member is measured once per run."""
 
     def __init__(self, space, target) -> None:

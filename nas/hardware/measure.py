@@ -467,8 +467,8 @@ def measure_onnx_together(
 
     For networks that will be compared with each other (a pruned network and the base it is a fraction of,
     a baseline matched to it): measured one after the other, each gets the machine's state of its own
-    minute, and on the team's 2-core machines the same file measured three times apart gave 0.21-0.29 ms;
-    interleaved, every model sees the same drift and load, so their ratios hold. Same statistics and
+    minute (on the team's 2-core machines ratios taken apart spread several times as widely as ratios taken
+    together: experiments/measure_together.py); interleaved, every model sees the same drift and load. Same statistics and
     correction as :func:`measure_onnx` (which is this with one model).
     """
     config = MeasureConfig() if config is None else config
