@@ -105,16 +105,24 @@ def plot_pareto(
     if len(values) > 20:  # zoom on where the trade-off is: degenerate networks (e.g. 10 %) would squash it
         low, high = float(np.percentile(values, 5)), max(values)
         ax.set_ylim(bottom=low - 0.1 * (high - low), top=high + 0.05 * (high - low))
+    save_latency_plot(fig, ax, path, title=title,
+                      ylabel="accuracy (%)" if accuracy_scale == 100.0 else "accuracy")
+    return {"file": path.name, "front_points": len(pareto), "chosen": chosen}
+
+
+def save_latency_plot(fig, ax, path: Path, *, title: str, ylabel: str, legend_fontsize: int = 8) -> None:
+    """Label an accuracy-against-latency plot the way every run's plots are labelled, save it and close it."""
+    import matplotlib.pyplot as plt
+
     ax.set_xlabel("latency on target (ms, batch 1)")
-    ax.set_ylabel("accuracy (%)" if accuracy_scale == 100.0 else "accuracy")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=legend_fontsize, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
-    return {"file": path.name, "front_points": len(pareto), "chosen": chosen}
 
 
 def run_files(run_dir: Path, *names: str) -> list[str]:
@@ -234,6 +242,9 @@ def _why_text(results: Mapping, best: Mapping) -> str:
     configured = ((results.get("config") or {}).get("final") or {}).get("choose")
     setting = "" if rule == "given" else (
         f"final.choose={configured}" + (f" -> {rule}" if configured != rule else "") + ": ")
-    budget = (results.get("constraint") or {}).get("latency_ms")
+    constraint = results.get("constraint") or {}
+    budget = constraint.get("latency_ms")
     met = "" if budget is None else ("; budget met" if best.get("budget_met") else "; budget NOT met")
+    if constraint.get("clamped"):  # a channel run on a prior searched to its narrowest member instead
+        met += f" (the {budget:.4g} ms asked for is {constraint['clamped']})"
     return f"{setting}{best.get('choice_reason', 'no reason recorded')}{met}"

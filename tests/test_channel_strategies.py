@@ -118,6 +118,7 @@ def test_the_run_maps_the_latency_model_onto_its_own_measurements_of_the_ends(sp
     assert mapped(space.smallest()) == pytest.approx(floor)
     middle = space.uniform(0.5)
     assert mapped(middle) == pytest.approx(latency(middle))  # a linear bias is undone everywhere
+    assert mapped.predict([middle, space.largest()]) == pytest.approx([latency(middle), base])  # ask/tell's use
     _, flat = calibrated_latency(Biased(), space, floor, base)  # measured ends in the wrong order: left alone
     assert not flat["calibrated"]
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from nas.report import save_latency_plot
+
 # One colour per finalised network, the same in both plots.
 _COLOURS = {"base": "#2c3e50", "best": "#e67e22", "uniform": "#27ae60", "l1": "#8e44ad"}
 
@@ -48,15 +50,8 @@ def plot_landing(path: Path, results: Mapping, *, title: str) -> dict:
         ax.scatter([x], [100 * entry["test_accuracy"]], s=180 if name == "best" else 70,
                    marker="*" if name == "best" else "o", c=colour, edgecolors="black", zorder=5,
                    label=f"{name}: test {100 * entry['test_accuracy']:.2f} % at {x:.3g} ms")
-    ax.set_xlabel("latency on target (ms, batch 1)")
-    ax.set_ylabel("accuracy (%) (hollow: test before fine-tuning)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_latency_plot(fig, ax, path, title=title, ylabel="accuracy (%) (hollow: test before fine-tuning)",
+                      legend_fontsize=7)
     best = results["best"]
     return {"file": path.name, "chosen": {"latency_ms": best["latency_ms"], "accuracy": best["test_accuracy"],
                                           "label": "best (test accuracy after fine-tuning)"}}
