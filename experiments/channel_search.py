@@ -149,10 +149,12 @@ def main() -> None:
     cache = args.workdir / "cache"
     runs: list[dict] = []
     unreachable: list[dict] = []
+    merged: list[dict] = []  # the run records of the merged files (which commands made the runs)
     for path in ([args.out] if args.resume and args.out.is_file() else []) + list(args.merge):
         previous = json.loads(path.read_text())
         runs += previous.get("runs", [])
         unreachable += previous.get("unreachable", [])
+        merged += [*previous.get("merged", []), *([previous["run"]] if path in args.merge else [])]
     done = {(r["base"], r["ratio"], r["seed"], r["strategy"]) for r in runs + unreachable}
     bases = args.bases.split(",")
     base_args = {"mbv2": []}
@@ -177,7 +179,7 @@ def main() -> None:
             unreachable.append({"base": base, "ratio": ratio, "seed": seed, "strategy": strategy, "error": str(exc)})
             print(f"[{i}/{len(jobs)}] {base} {ratio:g} {strategy} seed {seed}: {exc}", flush=True)
             write_results(args.out, {"runs": runs, "rows": aggregate(runs), "unreachable": unreachable,
-                                     "tightest": tightest_within(aggregate(runs))}, load_before=load_before)
+                                     "tightest": tightest_within(aggregate(runs)), "merged": merged}, load_before=load_before)
             continue
         runs.append(record(results, base=base, ratio=ratio, seed=seed, strategy=strategy, wall=wall, cpu=cpu))
         last = runs[-1]
@@ -185,7 +187,7 @@ def main() -> None:
               f"of base, test {last['best']['test_accuracy']:.4f} (uniform {last['uniform']['test_accuracy']:.4f}, "
               f"l1 {last['l1']['test_accuracy']:.4f}), {wall:.0f} s", flush=True)
         write_results(args.out, {"runs": runs, "rows": aggregate(runs), "unreachable": unreachable,
-                                 "tightest": tightest_within(aggregate(runs))}, load_before=load_before)
+                                 "tightest": tightest_within(aggregate(runs)), "merged": merged}, load_before=load_before)
     rows = aggregate(runs)
     print(table(rows))
     for t in tightest_within(rows):
@@ -194,7 +196,7 @@ def main() -> None:
     for u in unreachable:
         print(f"unreachable: {u['base']} {u['ratio']:g} ({u['strategy']}, seed {u['seed']}): {u['error']}")
     write_results(args.out, {"runs": runs, "rows": rows, "unreachable": unreachable,
-                             "tightest": tightest_within(rows)}, load_before=load_before)
+                             "tightest": tightest_within(rows), "merged": merged}, load_before=load_before)
 
 
 if __name__ == "__main__":

@@ -943,7 +943,7 @@ def channel_search_table(res: Results) -> str:
                      pm(r["test_before"]), pm(r["test_accuracy"]), "" if cpu is None else f"{cpu[0]:.1f}"])
     return table(["base", "budget (x base latency)", "method", "runs", "measured latency / base",
                   "test % before fine-tuning", "test % after", "search CPU min"], rows) + "\n" + footer(
-        res.source("channel_search.json", command=_CHANNELS))
+        *_channel_sources(res))
 
 
 @renderer(pending_on="measure_together.json")
@@ -955,6 +955,14 @@ def measure_together_summary(res: Results) -> str:
              f"(std {r['together']['std']:.3f})" for r in d["rows"]]
     return (f"Over {d['rounds']} rounds on this machine, the latency / base of uniform-width members of "
             f"{d['base']} moved " + "; ".join(parts) + ".\n" + footer(res.source("measure_together.json")))
+
+
+def _channel_sources(res: Results) -> list[str]:
+    """The merge command's record and, for a merged file, the commands that made its runs."""
+    d = res.load("channel_search.json")
+    parts = [f"`{m['command']}` ({m['date']}, load average {m['load_average_1min'][0]:.2f}-"
+             f"{m['load_average_1min'][1]:.2f})" for m in d.get("merged", [])]
+    return [res.source("channel_search.json", command=_CHANNELS), *parts]
 
 
 def _channel_cells(d: Node) -> list[tuple[str, float, dict]]:
@@ -993,7 +1001,7 @@ def channel_search_summary(res: Results) -> str:
     order = _unique(row[0] for row in rows)
     rows = [[row[0], f"{row[1]:g}", *row[2:]] for row in sorted(rows, key=lambda r: (order.index(r[0]), -r[1]))]
     return table(["base", "budget", *methods, "uniform width", "L1 pruning", "base network"], rows) + "\n" + footer(
-        res.source("channel_search.json", command=_CHANNELS))
+        *_channel_sources(res))
 
 
 @renderer(pending_on="channel_search.json")
@@ -1031,7 +1039,7 @@ def channel_search_findings(res: Results) -> str:
     for base, ratio in _unique((u["base"], u["ratio"]) for u in d.get("unreachable", [])):
         error = next(u["error"] for u in d["unreachable"] if u["base"] == base and u["ratio"] == ratio)
         lines.append(f"- `{base}` at {ratio:g} is below the narrowest member on this CPU: {error.removeprefix('error: ')}")
-    return "\n".join(lines) + "\n" + footer(res.source("channel_search.json", command=_CHANNELS))
+    return "\n".join(lines) + "\n" + footer(*_channel_sources(res))
 
 
 @renderer(pending_on="darts_cells.json")
