@@ -318,7 +318,7 @@ def run_channel_search(cfg: DictConfig, run_dir: Path, *, space, data, target, t
     # 6. finalise: the chosen network, the two baselines and the base, each fine-tuned, exported, measured, tested
     clock = time.time()
     finisher = Finisher(space, data, target, run_dir, cfg=cfg, space_cfg=space_cfg, base_info=base_info,
-                        cache_dir=cache_dir, base_ms=base_ms, latency_source=latency_of.source)
+                        cache_dir=cache_dir, latency_of=latency_of)
     chosen = choice.trial
     best = finisher.finish("best", chosen.arch, evaluator.subnet(chosen.arch), val_accuracy=chosen.metrics["accuracy"],
                            weights=evaluator_name)
@@ -369,7 +369,7 @@ class Finisher:
     """Fine-tunes (distillation from the base), exports, checks, measures and tests one network of the run."""
 
     def __init__(self, space, data, target, run_dir: Path, *, cfg: DictConfig, space_cfg: Mapping, base_info: dict,
-                 cache_dir: Path, base_ms: float, latency_source: str) -> None:
+                 cache_dir: Path, latency_of: LatencyOf) -> None:
         self.space, self.data, self.target, self.run_dir = space, data, target, run_dir
         self.seed, self.progress = int(cfg.seed), bool(cfg.progress)
         self.calib = int(cfg.accuracy.calib_images)
@@ -377,7 +377,7 @@ class Finisher:
         self.cache = cache_dir / "channel_finetune" / _key(space.spec.fingerprint(), base_info.get("path"),
                                                            base_info.get("supernet"), data.describe(), self.seed,
                                                            self.finetune)
-        self.base_ms, self.latency_source = base_ms, latency_source
+        self.latency_of = latency_of
 
     def pruned(self, arch: Arch, importance: str) -> torch.nn.Module:
         """The base cut to ``arch`` keeping channels by ``importance`` (``leading``: a width multiplier)."""
@@ -425,8 +425,9 @@ class Finisher:
         """Measure the exported base and ``others`` in one interleaved session (:meth:`Target.measure_onnx_files`)
         and give each entry ``measured_latency_ms`` (this session), ``latency_ratio`` (to the base, this
         session) and ``latency_ms`` (that ratio on the run's base scale, what the budget is compared with).
-        Without a device, the target's prior gives the latencies. Returns the session's record."""
+        Without a device, the run's prior gives the latencies. Returns the session's record."""
         entries = {"base": base, **others}
+        latency_of = self.latency_of
         if self.target.can_measure:
             measurements = self.target.measure_onnx_files(
                 [self.run_dir / e["onnx"] for e in entries.values()],
@@ -434,16 +435,14 @@ class Finisher:
             session = {name: m.median_ms for name, m in zip(entries, measurements)}
             record = {"together": list(entries), "ms": session,
                       "why": "interleaved in one session so their ratios hold (LatencyOf explains)"}
-        else:
-            from nas.pipeline import device_less_prior
-
-            prior = device_less_prior(self.target, self.space)
-            session = {name: float(prior.predict(self.space, [e["arch"]])[0]) for name, e in entries.items()}
+        else:  # the prior: deterministic, so the run's own predictions (the base's is latency_of.base_ms)
+            session = {"base": latency_of.base_ms,
+                       **dict(zip(others, latency_of.together([e["arch"] for e in others.values()])))}
             measurements, record = [None] * len(entries), {"ms": session, "source": "prior"}
         for (name, entry), measurement in zip(entries.items(), measurements):
             ratio = session[name] / session["base"]
             entry.update(measured_latency_ms=session[name] if measurement is not None else None,
-                         latency_ratio=ratio, latency_ms=ratio * self.base_ms, latency_source=self.latency_source)
+                         latency_ratio=ratio, latency_ms=ratio * latency_of.base_ms, latency_source=latency_of.source)
             if measurement is not None:
                 entry["measurement_together"] = measurement.to_dict()
         return record

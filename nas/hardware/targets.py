@@ -123,21 +123,24 @@ class Target(abc.ABC):
         arch = space.validate(arch)
         aid = space.store_id(arch)
         shape = check_input_shape(space.input_shape(arch))
-        store = self.store
-        if store is not None:
-            key, conditions = self.target_key(), self.conditions(shape)
-            if not remeasure:
-                hit = store.get(key, aid, conditions)
-                if hit is not None:
-                    return hit
+        if self.store is not None and not remeasure:
+            hit = self.store.get(self.target_key(), aid, self.conditions(shape))
+            if hit is not None:
+                return hit
         measurement = self.measure_model(space.build(arch), shape, name=aid)
         self.measured_count += 1
-        if store is not None:
-            public = space.to_public(arch)
-            arch_str = public if isinstance(public, str) else json.dumps(public, separators=(",", ":"))
-            store.put(key, aid, conditions, measurement, space=space.name, arch=arch, arch_str=arch_str,
-                      target=self.describe())
+        self._store_measurement(space, arch, shape, measurement)
         return measurement
+
+    def _store_measurement(self, space: SearchSpace, arch: Mapping[str, Value], shape: tuple[int, int, int],
+                           measurement: Measurement) -> None:
+        """Keep a fresh measurement of ``arch`` in the store (if one is set), keyed by target, arch and conditions."""
+        if self.store is None:
+            return
+        public = space.to_public(arch)
+        arch_str = public if isinstance(public, str) else json.dumps(public, separators=(",", ":"))
+        self.store.put(self.target_key(), space.store_id(arch), self.conditions(shape), measurement,
+                       space=space.name, arch=arch, arch_str=arch_str, target=self.describe())
 
     def measure_onnx_files(self, paths: Sequence[Path], input_shapes: Sequence[tuple[int, int, int]]
                            ) -> list[Measurement]:
@@ -156,13 +159,8 @@ class Target(abc.ABC):
                      for arch, shape in zip(archs, shapes)]
             measurements = self.measure_onnx_files(paths, shapes)
         self.measured_count += len(archs)
-        if self.store is not None:
-            key = self.target_key()
-            for arch, shape, measurement in zip(archs, shapes, measurements):
-                public = space.to_public(arch)
-                arch_str = public if isinstance(public, str) else json.dumps(public, separators=(",", ":"))
-                self.store.put(key, space.store_id(arch), self.conditions(shape), measurement, space=space.name,
-                               arch=arch, arch_str=arch_str, target=self.describe())
+        for arch, shape, measurement in zip(archs, shapes, measurements):
+            self._store_measurement(space, arch, shape, measurement)
         return measurements
 
     def latency_ms(self, space: SearchSpace, arch: Mapping[str, Value]) -> float:
