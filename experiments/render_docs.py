@@ -957,6 +957,23 @@ def measure_together_summary(res: Results) -> str:
             f"{d['base']} moved " + "; ".join(parts) + ".\n" + footer(res.source("measure_together.json")))
 
 
+@renderer(pending_on="channel_multiple.json")
+def channel_multiple_summary(res: Results) -> str:
+    """What a width between two multiples of the kernels' block costs, and the space's members at divisor 8 and 16
+    (docs/channels.md)."""
+    d = res.load("channel_multiple.json")
+    widths = [str(w) for w in d["widths"]]
+    lines = ["| onnxruntime level | " + " | ".join(f"C = {w}" for w in widths) + " |",
+             "|---|" + "---|" * len(widths)]
+    for level, row in d["block_probe"].items():
+        lines.append(f"| {level} | " + " | ".join(f"{row[w]:.3f} ms" for w in widths) + " |")
+    lines += ["", "| `space.divisor` | narrowest member / base | uniform 0.5 / base |", "|---|---|---|"]
+    lines += [f"| {m['divisor']} | {m['narrowest']:.2f} | {m['uniform_0.5']:.2f} |" for m in d["members"]]
+    lines += ["", f"`onnxruntime_channel_block()` answers {d['channel_block']} on this machine, so `space.divisor: "
+              f"auto` rounds widths to multiples of {d['channel_block']} for `+target=cpu` here."]
+    return "\n".join(lines) + "\n\n" + footer(res.source("channel_multiple.json"))
+
+
 def _channel_sources(res: Results) -> list[str]:
     """The merge command's record and, for a merged file, the commands that made its runs."""
     d = res.load("channel_search.json")

@@ -71,7 +71,7 @@ class ChannelSpace(WeightSharingSpace):
         base_config: Mapping[str, Any] | None = None,
         resolution: int = 28,
         ratios: Iterable[float] = DEFAULT_RATIOS,
-        divisor: int = 8,
+        divisor: int | str = "auto",
         importance: str = "l1",
         num_classes: int = 10,
         in_channels: int = 1,
@@ -79,6 +79,15 @@ class ChannelSpace(WeightSharingSpace):
         self.ratios = tuple(sorted(number_list(self.name, "ratios", ratios, integer=False)))
         if not self.ratios or self.ratios[0] <= 0 or self.ratios[-1] != 1.0:
             raise ConfigError(f"space.ratios={list(self.ratios)}: keep ratios must lie in (0, 1] and end at 1.0")
+        if divisor == "auto":
+            # A search resolves "auto" with its target (Target.channel_multiple); alone, the space takes this
+            # machine's onnxruntime block size.
+            from nas.hardware.measure import onnxruntime_channel_block
+
+            divisor = onnxruntime_channel_block()
+        elif isinstance(divisor, str):
+            raise ConfigError(f"space.divisor={divisor!r}: give a positive integer, or auto (the target's channel "
+                              f"multiple)")
         self.divisor = positive_int(self.name, "divisor", divisor)
         self.importance = one_of(self.name, "importance", importance, IMPORTANCES)
         self.spec: BaseSpec = resolve_base(base=base, base_run=base_run, base_config=base_config,

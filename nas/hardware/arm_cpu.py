@@ -18,7 +18,7 @@ import numpy as np
 
 from nas.errors import DeviceError
 from nas.hardware.measure import Measurement
-from nas.hardware.targets import LocalCPUTarget
+from nas.hardware.targets import LocalCPUTarget, Target
 from nas.registry import register_target
 from search_spaces.base import SearchSpace
 
@@ -64,6 +64,10 @@ class ArmCPUTarget(LocalCPUTarget):
         return {"target": self.name, "mode": "prior", "latency_source": "prior", "device": None,
                 "prior": load_prior("arm_cpu").description,
                 "calibrate": "run `python -m nas.device serve` on the board and set target.agent=http://BOARD:8765"}
+
+    def channel_multiple(self) -> int:
+        # The prior prices an ARM board's kernels, not this machine's: this machine's block size would be wrong.
+        return Target.channel_multiple(self) if self.mode == "prior" else super().channel_multiple()
 
     def identity(self) -> dict[str, Any]:
         if not self.can_measure:

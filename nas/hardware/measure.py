@@ -207,6 +207,24 @@ def device_description() -> dict[str, Any]:
     }
 
 
+def onnxruntime_channel_block() -> int:
+    """The channel count onnxruntime's CPU convolutions work in on this machine: 16 on x86 with AVX-512F, else 8.
+
+    onnxruntime's NCHWc layout (graph optimisation level "all", the default) computes convolutions in blocks of
+    16 channels with AVX-512 and 8 with AVX/AVX2, so a width between two multiples costs the next multiple
+    (experiments/channel_multiple.py measures it). Other machines get 8, the usual ``make_divisible`` multiple,
+    for want of a measurement that says otherwise."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return 8
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags":
+                    return 16 if "avx512f" in value.split() else 8
+    return 8
+
+
 @contextlib.contextmanager
 def serial_measurement() -> Iterator[None]:
     """Hold the machine-wide measurement lock: one timed session at a time, across threads and processes."""

@@ -85,6 +85,11 @@ class Target(abc.ABC):
         target can measure, and uses it alone (labelled "prior") when it cannot."""
         return None
 
+    def channel_multiple(self) -> int:
+        """The channel multiple this target's kernels compute in: ``space.divisor: auto`` of a channel search rounds
+        kept widths to it, since a width between two multiples runs as slowly as the next one. Default 8."""
+        return 8
+
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
         """The target's identity and measurement conditions (JSON-serialisable), for run records and cache keys."""
@@ -233,6 +238,15 @@ class LocalCPUTarget(Target):
             self.client = AgentClient(self.agent_url, token=token, timeout=agent_timeout)
         self._health: dict[str, Any] | None = None
         self._baseline_ms: float | None = None
+
+    def channel_multiple(self) -> int:
+        # Measured on this machine's onnxruntime CPU kernels; a board behind an agent, or another provider, is not
+        # this machine, and gets the default until measured.
+        if self.client is None and self.measure_config.provider == "CPUExecutionProvider":
+            from nas.hardware.measure import onnxruntime_channel_block
+
+            return onnxruntime_channel_block()
+        return super().channel_multiple()
 
     @property
     def config(self) -> MeasureConfig:
