@@ -71,7 +71,18 @@ def record(results: dict, *, base: str, ratio: float, seed: int, strategy: str, 
             "base_latency_ms": results["constraint"]["base_latency_ms"], "budget_met": results["best"]["budget_met"],
             "base_test_accuracy": results["base"]["test_accuracy"], "best": summary(results["best"]),
             "uniform": {**summary(results["baselines"]["uniform"]), "ratio": results["baselines"]["uniform"]["ratio"]},
-            "l1": summary(results["baselines"]["l1"]), "run_dir": results["run_dir"]}
+            "l1": summary(results["baselines"]["l1"]), "run_dir": results["run_dir"], "sessions": sessions(results)}
+
+
+def sessions(results: dict) -> dict:
+    """How far one network's latency / base moves between measurement sessions in the run: the chosen network
+    at search time (measured with the base) against the final session, and the narrowest member's ratio."""
+    base_ms = results["constraint"]["base_latency_ms"]
+    best = results["best"]
+    at_search = next((c["latency_ms"] / base_ms for c in results["candidates"]
+                      if c["arch_id"] == best.get("arch_id") and c.get("latency_source") == "measured"), None)
+    return {"best_search_ratio": at_search, "best_final_ratio": best["latency_ratio"],
+            "floor_ratio": results["constraint"]["smallest_latency_ms"] / base_ms}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -155,6 +166,10 @@ def main() -> None:
         runs += previous.get("runs", [])
         unreachable += previous.get("unreachable", [])
         merged += [*previous.get("merged", []), *([previous["run"]] if path in args.merge else [])]
+    for r in runs:  # records written before "sessions" existed: read it from the run directory, where it still is
+        results_file = Path(r["run_dir"]) / "results.json"
+        if "sessions" not in r and results_file.is_file():
+            r["sessions"] = sessions(json.loads(results_file.read_text()))
     done = {(r["base"], r["ratio"], r["seed"], r["strategy"]) for r in runs + unreachable}
     bases = args.bases.split(",")
     base_args = {"mbv2": []}

@@ -1053,9 +1053,22 @@ def channel_search_findings(res: Results) -> str:
         lines.append(f"- search CPU minutes per run: {min(cpu):.1f}-{max(cpu):.1f} (whole runs, with training and "
                      f"fine-tuning: {min(r['run_cpu_s'] for r in d['runs']) / 60:.1f}-"
                      f"{max(r['run_cpu_s'] for r in d['runs']) / 60:.1f}).")
+    measured = [r for r in d["runs"] if (r.get("sessions") or {}).get("best_search_ratio") is not None]
+    if measured:
+        moves = [abs(r["sessions"]["best_final_ratio"] - r["sessions"]["best_search_ratio"]) for r in measured]
+        floors = "; ".join(
+            f"`{b}` {min(fl):.2f}-{max(fl):.2f}" for b in _unique(r["base"] for r in measured)
+            for fl in [[r["sessions"]["floor_ratio"] for r in measured if r["base"] == b]])
+        lines.append(f"- one network measured in two sessions of its run (at search time and in the final session, "
+                     f"each with the base): latency / base moved by a median of {statistics.median(moves):.3f} and at "
+                     f"most {max(moves):.2f} over {len(moves)} runs; the narrowest member's latency / base, measured "
+                     f"at the start of every run, ranged {floors}.")
     for base, ratio in _unique((u["base"], u["ratio"]) for u in d.get("unreachable", [])):
-        error = next(u["error"] for u in d["unreachable"] if u["base"] == base and u["ratio"] == ratio)
-        lines.append(f"- `{base}` at {ratio:g} is below the narrowest member on this CPU: {error.removeprefix('error: ')}")
+        refused = [u for u in d["unreachable"] if u["base"] == base and u["ratio"] == ratio]
+        ran = sum(r["base"] == base and r["ratio"] == ratio for r in d["runs"])
+        lines.append(f"- `{base}` at {ratio:g}: {len(refused)} of {len(refused) + ran} runs refused the budget as below "
+                     f"the narrowest member measured at their start, e.g. "
+                     f"{refused[0]['error'].removeprefix('error: ')}")
     return "\n".join(lines) + "\n" + footer(*_channel_sources(res))
 
 
