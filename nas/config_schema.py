@@ -202,6 +202,14 @@ def validate_config(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"cannot resolve the config: {' '.join(str(err).split())}") from None
     assert isinstance(values, dict)
     values.pop("hydra", None)
+    compress = values.pop("compress", None)
+    if compress is not None:  # compress=default: the winner's compression steps (nas/compress), checked by them
+        from nas.compress.command import steps_of
+
+        try:
+            steps_of(compress)
+        except ConfigError as err:
+            raise ConfigError(f"compress: {err}") from None
     check_top_level(values)
     return check_groups(values)
 
@@ -383,13 +391,14 @@ def check_data(data: Mapping[str, Any], *, seed: int) -> None:
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-def composition_error(argv: Sequence[str]) -> ConfigError | None:
+def composition_error(argv: Sequence[str], *, config_name: str = "config") -> ConfigError | None:
     """What Hydra would refuse in these command-line overrides, as one :class:`ConfigError`, or ``None``.
 
     Hydra refuses an option file that does not exist (``strategy=evolutio``), a key the config does not have
     (``strategy.populaton_size=3``) and an override that does not parse, with several lines and exit status 1;
     composing once here first (no torch imported, so the thread policy still applies) says it on one line
-    naming the valid choices. Hydra's own flags (``--multirun``, ``--cfg`` ...) and sweeps are left to Hydra."""
+    naming the valid choices. Hydra's own flags (``--multirun``, ``--cfg`` ...) and sweeps are left to Hydra.
+    ``config_name``: the command's primary config (``config`` for nas.search, ``compress`` for nas.compress)."""
     if any(arg.startswith("-") for arg in argv):
         return None
     from hydra import compose, initialize_config_dir
@@ -407,7 +416,7 @@ def composition_error(argv: Sequence[str]) -> ConfigError | None:
 
     def compose_with(args: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name="config", overrides=args)
+            return compose(config_name=config_name, overrides=args)
 
     try:
         compose_with([arg for arg, _ in kept])

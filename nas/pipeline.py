@@ -340,6 +340,11 @@ def run_search(cfg: DictConfig, run_dir: Path, *, thread_policy: dict | None = N
 
         thread_policy = describe_current()
     evaluator_name = str(cfg.evaluator.name)
+    if cfg.get("compress") is not None and (space_cfg["name"] == "channels" or evaluator_name == "tabular"
+                                            or getattr(STRATEGIES.get(str(cfg.strategy.name)), "one_shot", False)):
+        raise ConfigError("compress=default compresses the winner of a supernet search (+space=ofa, evaluator="
+                          "supernet); for this run, compress its result afterwards with python -m nas.compress "
+                          "model=RUN/models/best.onnx 'steps=[quantize]'")
     if space_cfg["name"] == "channels":
         return _run_channels(cfg, run_dir, space_cfg=space_cfg, target_cfg=target_cfg, thread_policy=thread_policy)
     if getattr(STRATEGIES.get(str(cfg.strategy.name)), "one_shot", False):
@@ -473,7 +478,16 @@ def run_search(cfg: DictConfig, run_dir: Path, *, thread_policy: dict | None = N
     results["plot"] = plot_pareto(run_dir / "pareto.png", history=results["history"], pareto=results["pareto"],
                                   best=best, budget_ms=constraints.latency_ms,
                                   title=f"{space.name} on {target.name}: accuracy vs latency ({data.name})")
-    results["files"] = run_files(run_dir, "results.json", "pareto.png", best["onnx"])
+    compressed = []
+    if cfg.get("compress") is not None:
+        from nas.compress.command import compress_winner
+
+        results["compress"] = compress_winner(
+            OmegaConf.to_container(cfg.compress, resolve=True), model=evaluator.subnet(best_trial.arch).eval(),
+            onnx=run_dir / best["onnx"], shape=tuple(space.input_shape(best_trial.arch)), data=data, target=target,
+            run_dir=run_dir, cache_dir=Path(str(cfg.cache_dir)).expanduser(), seed=seed, progress=progress)
+        compressed = ["compress/report.json", "compress/models/compressed.onnx"]
+    results["files"] = run_files(run_dir, "results.json", "pareto.png", best["onnx"], *compressed)
     return write_json(run_dir / "results.json", results)
 
 

@@ -27,6 +27,7 @@ _BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
     "predictor": ("predictors.ridge", "predictors.mlp", "predictors.gbdt", "predictors.lut",
                   "predictors.kernels", "predictors.baselines", "predictors.transfer"),
     "target": ("nas.hardware.targets", "nas.hardware.arm_cpu", "nas.hardware.gpu"),
+    "compression step": ("nas.compress.steps",),
 }
 
 
@@ -68,11 +69,14 @@ SPACES: Registry = Registry("space")
 STRATEGIES: Registry = Registry("strategy")
 PREDICTORS: Registry = Registry("predictor")
 TARGETS: Registry = Registry("target")
+#: ``nas.compress`` steps (``steps=[prune,distill,quantize]``), by the name the config uses.
+STEPS: Registry = Registry("compression step")
 
 register_space = SPACES.register
 register_strategy = STRATEGIES.register
 register_predictor = PREDICTORS.register
 register_target = TARGETS.register
+register_step = STEPS.register
 
 
 def list_spaces() -> list[str]:

@@ -155,6 +155,8 @@ def summarize(results: Mapping) -> str:
     lines.append(f"  why       {_why_text(results, best)}")
     if results.get("baselines"):
         lines.append(f"  versus    {_baselines_text(results)}")
+    if results.get("compress"):
+        lines.append(f"  compressed {results['compress']['summary']}")
     files = results.get("files") or []
     where = results.get("run_dir")
     lines.append(f"  files     {', '.join(files)}" + (f"  (in {where})" if where else ""))

@@ -153,8 +153,10 @@ def test_reference_blocks_divide_each_candidate_block_by_its_reference_block(tin
 
 
 def test_models_measured_together_take_their_blocks_in_turn_after_the_reference(tiny_onnx: bytes) -> None:
-    # Rounds of blocks of 2: ref 1 ms, model A 2 ms, model B 4 ms; then the machine slows 3x for a round.
-    fast, slow = [0.001] * 2 + [0.002] * 2 + [0.004] * 2, [0.003] * 2 + [0.006] * 2 + [0.012] * 2
+    # Rounds of blocks of 2: ref 1 ms, model A 2 ms, model B 4 ms; then the machine slows 3x for a round, in which
+    # the candidates take their turns in the other order (ref, B, A: the order turns each round, against a bias
+    # by place).
+    fast, slow = [0.001] * 2 + [0.002] * 2 + [0.004] * 2, [0.003] * 2 + [0.012] * 2 + [0.006] * 2
     config = MeasureConfig(warmup=0, min_repeats=4, max_repeats=4, max_seconds=100.0, stable_ci=None,
                            reference=True, reference_block=2)
     clock = FakeClock(fast + slow)

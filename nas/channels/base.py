@@ -202,6 +202,18 @@ def load_base_weights(path: Path | str, model: nn.Module) -> dict[str, Any]:
     return meta
 
 
+def run_network(spec: BaseSpec, data, *, calib_images: int = 500, seed: int = 0) -> nn.Module:
+    """The network ``spec`` names in an earlier run (``spec.supernet``), with the run's shared weights and its
+    BatchNorm statistics recalibrated on ``data``'s training images: the run's best network, as a plain module."""
+    from nas.accuracy import SupernetEvaluator
+    from nas.training import load_trained_supernet
+
+    space = spec.build_space()
+    supernet, _meta = load_trained_supernet(spec.supernet, space)
+    evaluator = SupernetEvaluator(space, supernet, data, calib_images=calib_images, seed=seed)
+    return evaluator.subnet(space.validate(spec.arch)).eval()
+
+
 #: Training of a base that comes without weights (``space.train``), sized for the embedded data on 2 cores.
 DEFAULT_TRAIN = {"epochs": 8, "lr": 0.1, "batch_size": 64, "weight_decay": 4e-5}
 
@@ -220,13 +232,7 @@ def obtain_base(space, data, *, train: Mapping[str, Any] | None, seed: int, cach
         space.attach_weights(model)
         return {"source": "checkpoint", "path": spec.weights, "train": meta.get("train")}
     if spec.supernet:
-        from nas.accuracy import SupernetEvaluator
-        from nas.training import load_trained_supernet
-
-        supernet, _meta = load_trained_supernet(spec.supernet, space.base_space)
-        sub = SupernetEvaluator(space.base_space, supernet, data, calib_images=calib_images, seed=seed)
-        extracted = sub.subnet(space.base_arch)
-        model.load_state_dict(extracted.state_dict())
+        model.load_state_dict(run_network(spec, data, calib_images=calib_images, seed=seed).state_dict())
         space.attach_weights(model)
         return {"source": "run", "run": spec.run, "supernet": spec.supernet}
     settings = {**DEFAULT_TRAIN, **dict(train or {})}

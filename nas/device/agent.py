@@ -1,4 +1,4 @@
-"""The device agent: an HTTP server on the board that measures ONNX models with the standard protocol.
+"""The device agent: an HTTP server on the board that measures and profiles ONNX models (standard protocol).
 
 Needs only the standard library, numpy and onnxruntime (``onnx`` is optional; it refines int8 detection),
 so it runs on a board without torch. Endpoints (JSON responses; errors are ``{"error", "kind", "status"}``):
@@ -11,6 +11,10 @@ so it runs on a board without torch. Endpoints (JSON responses; errors are ``{"e
   bytes as the body: the :meth:`~nas.hardware.measure.Measurement.to_dict` of its measurement. Options not
   given take :class:`~nas.hardware.measure.MeasureConfig` defaults, except ``threads`` (the agent's
   ``--threads``).
+- ``POST /profile?input_shape=C,H,W[&runs=N&threads=..&provider=..&warmup=..&seed=..]`` with the ONNX model
+  bytes as the body: onnxruntime's per-kernel profile of it (:func:`~nas.hardware.profiling.profile_onnx`,
+  format ``hwnas.profile-raw/1``), which :func:`nas.compress.profile.attribute` maps to layers on the client.
+  ``runs`` defaults to 50 (at most 1000), ``warmup`` to the MeasureConfig default, ``threads`` to ``--threads``.
 
 Safety: it binds to loopback unless told otherwise, and refuses to bind anywhere else without a token
 (``--token`` or ``$HWNAS_AGENT_TOKEN``); with a token every request needs ``Authorization: Bearer <token>``
@@ -21,9 +25,11 @@ loaded, and one the model's declared
 input does not take (rank, fixed channels/height/width, a batch other than 1) gets 400 before the input is
 allocated; the agent keeps serving after any failed request.
 
-Concurrency: one model is measured at a time (timing two at once disturbs both). Further requests wait
-for their turn (the client's timeout should cover the wait); at most ``--max-queue`` /measure requests are
-in flight (the one measuring included), more get 503 with ``Retry-After``.
+The same rules hold for /profile: token, size limit, shape checks, 400 on a bad model or option.
+
+Concurrency: one model is measured or profiled at a time (timing two at once disturbs both). Further requests
+wait for their turn (the client's timeout should cover the wait); at most ``--max-queue`` /measure and /profile
+requests are in flight together (the one running included), more get 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from typing import Any
 from nas.device import AGENT_VERSION, DEFAULT_PORT, TOKEN_ENV
 from nas.errors import ConfigError, DataError, ModelError, UserError
 from nas.hardware.measure import MeasureConfig, device_description, measure_onnx
+from nas.hardware.profiling import _check_runs, profile_onnx
 from nas.hardware.runtime import check_input_bytes, check_input_shape
 
 # A body over the limit is drained (not kept) up to this size so the client can read the 413 cleanly;
@@ -54,6 +61,8 @@ _INT_OPTIONS = ("threads", "warmup", "min_repeats", "max_repeats", "reference_bl
 _FLOAT_OPTIONS = ("max_seconds", "outlier_k")
 _OPTIONS = (*_INT_OPTIONS, *_FLOAT_OPTIONS, "stable_ci", "provider", "reference", "reference_ms", "seed",
             "input_shape")
+_PROFILE_OPTIONS = ("input_shape", "runs", "threads", "provider", "warmup", "seed")
+_ENDPOINTS = "GET /health, POST /measure or POST /profile"
 
 
 def is_loopback(host: str) -> bool:
@@ -79,14 +88,7 @@ def parse_measure_query(query: str, *, default_threads: int = 1) -> tuple[tuple[
     if unknown:
         raise ConfigError(f"unknown /measure option(s) {unknown}; valid options: {list(_OPTIONS)}")
     one = {k: v[-1] for k, v in params.items()}
-    if "input_shape" not in one:
-        raise ConfigError("/measure needs input_shape=C,H,W (the model input without the batch dimension)")
-    try:
-        shape = check_input_shape([int(v) for v in one.pop("input_shape").split(",")])
-    except ValueError:
-        raise ConfigError(
-            f"input_shape must be three comma-separated ints such as 3,224,224, got {params['input_shape'][-1]!r}"
-        ) from None
+    shape = _query_shape(one, "/measure")
     kwargs: dict[str, Any] = {"threads": default_threads}
     extra: dict[str, Any] = {}
     try:
@@ -110,6 +112,44 @@ def parse_measure_query(query: str, *, default_threads: int = 1) -> tuple[tuple[
             extra["seed"] = int(one["seed"])
     except ValueError as err:
         raise ConfigError(f"bad /measure option: {err}") from None
+    return shape, MeasureConfig(**kwargs), extra
+
+
+def _query_shape(one: dict[str, str], endpoint: str) -> tuple[int, int, int]:
+    """The ``input_shape`` option (popped from ``one``), or :class:`ConfigError`."""
+    if "input_shape" not in one:
+        raise ConfigError(f"{endpoint} needs input_shape=C,H,W (the model input without the batch dimension)")
+    text = one.pop("input_shape")
+    try:
+        return check_input_shape([int(v) for v in text.split(",")])
+    except ValueError:
+        raise ConfigError(f"input_shape must be three comma-separated ints such as 3,224,224, got {text!r}") from None
+
+
+def parse_profile_query(query: str, *, default_threads: int = 1) -> tuple[tuple[int, int, int], MeasureConfig,
+                                                                          dict[str, int]]:
+    """Input shape, MeasureConfig (threads, provider, warmup) and keyword arguments (runs, seed) of a /profile
+    query. Everything is checked here, before the request waits for its turn."""
+    params = urllib.parse.parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(params) - set(_PROFILE_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown /profile option(s) {unknown}; valid options: {list(_PROFILE_OPTIONS)}")
+    one = {k: v[-1] for k, v in params.items()}
+    shape = _query_shape(one, "/profile")
+    kwargs: dict[str, Any] = {"threads": default_threads}
+    extra: dict[str, int] = {}
+    try:
+        for name in ("threads", "warmup"):
+            if name in one:
+                kwargs[name] = int(one[name])
+        if "provider" in one:
+            kwargs["provider"] = one["provider"]
+        for name in ("runs", "seed"):
+            if name in one:
+                extra[name] = int(one[name])
+    except ValueError as err:
+        raise ConfigError(f"bad /profile option: {err}") from None
+    _check_runs(extra.get("runs", 50))
     return shape, MeasureConfig(**kwargs), extra
 
 
@@ -180,7 +220,7 @@ class AgentHandler(BaseHTTPRequestHandler):
         if not self._authorized():
             return
         if urllib.parse.urlsplit(self.path).path != "/health":
-            self._error(HTTPStatus.NOT_FOUND, f"no endpoint GET {self.path}; use GET /health or POST /measure")
+            self._error(HTTPStatus.NOT_FOUND, f"no endpoint GET {self.path}; use {_ENDPOINTS}")
             return
         server = self.server
         self._json(HTTPStatus.OK, {
@@ -205,10 +245,10 @@ class AgentHandler(BaseHTTPRequestHandler):
                 break
             length -= len(chunk)
 
-    def _read_body(self) -> bytes | None:
+    def _read_body(self, endpoint: str = "/measure") -> bytes | None:
         length_text = self.headers.get("Content-Length")
         if length_text is None:
-            self._error(HTTPStatus.LENGTH_REQUIRED, "POST /measure needs a Content-Length header")
+            self._error(HTTPStatus.LENGTH_REQUIRED, f"POST {endpoint} needs a Content-Length header")
             return None
         try:
             length = int(length_text)
@@ -234,21 +274,30 @@ class AgentHandler(BaseHTTPRequestHandler):
         if not self._authorized():
             return
         parts = urllib.parse.urlsplit(self.path)
-        if parts.path != "/measure":
-            self._error(HTTPStatus.NOT_FOUND, f"no endpoint POST {parts.path}; use POST /measure")
+        if parts.path not in ("/measure", "/profile"):
+            self._error(HTTPStatus.NOT_FOUND, f"no endpoint POST {parts.path}; use {_ENDPOINTS}")
             return
-        body = self._read_body()  # first, so that an error reply below never meets an unread body
+        body = self._read_body(parts.path)  # first, so that an error reply below never meets an unread body
         if body is None:
             return
+        server = self.server
         try:
-            shape, config, extra = parse_measure_query(parts.query, default_threads=self.server.default_threads)
+            if parts.path == "/measure":
+                shape, config, extra = parse_measure_query(parts.query, default_threads=server.default_threads)
+
+                def work() -> dict[str, Any]:
+                    return measure_onnx(body, shape, config, **extra).to_dict()
+            else:
+                shape, config, extra = parse_profile_query(parts.query, default_threads=server.default_threads)
+
+                def work() -> dict[str, Any]:
+                    return profile_onnx(body, shape, config, **extra)
             # The largest element type a model input may have (float64) bounds the allocation; the model's own
-            # declared input is checked against the shape once it is parsed (in measure_onnx, before the feed).
-            check_input_bytes(shape, self.server.max_input_bytes, itemsize=8)
+            # declared input is checked against the shape once it is parsed (before the feed is allocated).
+            check_input_bytes(shape, server.max_input_bytes, itemsize=8)
         except UserError as err:
             self._error(HTTPStatus.BAD_REQUEST, str(err), type(err).__name__)
             return
-        server = self.server
         with server.pending_lock:
             if server.pending >= server.max_queue:
                 self._error(HTTPStatus.SERVICE_UNAVAILABLE,
@@ -257,18 +306,19 @@ class AgentHandler(BaseHTTPRequestHandler):
                 return
             server.pending += 1
         try:
-            # measure_onnx holds the machine-wide serial lock while timing: queued requests wait there.
-            measurement = measure_onnx(body, shape, config, **extra)
+            # measure_onnx and profile_onnx hold the machine-wide serial lock while timing: queued requests wait.
+            result = work()
         except (ModelError, ConfigError, DataError) as err:
             self._error(HTTPStatus.BAD_REQUEST, str(err), type(err).__name__)
             return
         except Exception as err:  # keep serving whatever one model does; report it to the client
-            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"measurement failed: {type(err).__name__}: {err}")
+            what = "measurement" if parts.path == "/measure" else "profile"
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{what} failed: {type(err).__name__}: {err}")
             return
         finally:
             with server.pending_lock:
                 server.pending -= 1
-        self._json(HTTPStatus.OK, measurement.to_dict())
+        self._json(HTTPStatus.OK, result)
 
 
 def make_server(
@@ -306,7 +356,7 @@ def make_server(
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m nas.device", description="hwnas device agent")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="measure ONNX models sent over HTTP")
+    serve = sub.add_parser("serve", help="measure and profile ONNX models sent over HTTP")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port; 0 picks a free one")
     serve.add_argument("--token", default=None, help=f"bearer token required from clients (default ${TOKEN_ENV})")
@@ -316,7 +366,7 @@ def _parser() -> argparse.ArgumentParser:
                             "bytes per element); larger shapes get 400 before anything is allocated")
     serve.add_argument("--threads", type=int, default=1, help="default onnxruntime intra-op threads")
     serve.add_argument("--max-queue", type=int, default=8,
-                       help="measure requests in flight at once (one measures, the rest wait); more get 503")
+                       help="measure/profile requests in flight at once (one runs, the rest wait); more get 503")
     return parser
 
 

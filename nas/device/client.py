@@ -3,6 +3,9 @@
     client = AgentClient("http://board:8765", token="SECRET")
     client.health()                                   # what the board is
     client.measure(onnx_bytes, (3, 224, 224), MeasureConfig(reference=True))   # -> Measurement
+    client.profile(onnx_bytes, (3, 224, 224), MeasureConfig(), runs=50)      # -> per-kernel profile (dict)
+
+Endpoints used: ``GET /health``, ``POST /measure`` and ``POST /profile`` (see :mod:`nas.device.agent`).
 
 Errors: an unreachable agent, a refused token, an over-size model or a busy agent raise
 :class:`~nas.errors.DeviceError` naming the URL and what to do; a model or option the agent rejects raises
@@ -22,6 +25,7 @@ from typing import Any
 from nas.device import DEFAULT_PORT, TOKEN_ENV
 from nas.errors import ConfigError, DataError, DeviceError, ModelError
 from nas.hardware.measure import MeasureConfig, Measurement
+from nas.hardware.profiling import FORMAT, _check_runs
 from nas.hardware.runtime import check_input_shape
 
 _ERRORS_BY_KIND = {"ModelError": ModelError, "ConfigError": ConfigError, "DataError": DataError}
@@ -126,3 +130,30 @@ class AgentClient:
             return Measurement.from_dict(answer)
         except DataError as err:
             raise DeviceError(f"device agent {self.url} sent a malformed measurement: {err}") from None
+
+    def profile(
+        self,
+        model: bytes,
+        input_shape: Sequence[int],
+        config: MeasureConfig | None = None,
+        *,
+        runs: int = 50,
+        seed: int = 0,
+    ) -> dict[str, Any]:
+        """onnxruntime's per-kernel profile of a serialized ONNX model on the agent's device: the
+        ``hwnas.profile-raw/1`` record of :func:`nas.hardware.profiling.profile_onnx`, run there with ``config``'s
+        threads, provider and warm-up. :func:`nas.compress.profile.attribute` maps it to layers."""
+        if not isinstance(model, (bytes, bytearray)):
+            raise ConfigError(f"profile() needs the ONNX model as bytes, got {type(model).__name__}")
+        config = MeasureConfig() if config is None else config
+        if not isinstance(config, MeasureConfig):
+            raise ConfigError(f"config must be a MeasureConfig, got {type(config).__name__}")
+        shape = check_input_shape(input_shape)
+        query = {"input_shape": ",".join(map(str, shape)), "runs": _check_runs(runs), "threads": config.threads,
+                 "provider": config.provider, "warmup": config.warmup, "seed": seed}
+        answer = self._request("POST", "/profile?" + urllib.parse.urlencode(query), body=bytes(model))
+        if not isinstance(answer, dict) or answer.get("format") != FORMAT \
+                or not isinstance(answer.get("kernels"), list):
+            raise DeviceError(f"device agent {self.url} sent a malformed profile (expected format {FORMAT!r}); is it "
+                              f"an hwnas agent new enough to have POST /profile?")
+        return answer

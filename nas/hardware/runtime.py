@@ -88,6 +88,8 @@ def load_session(
     threads: int = 1,
     provider: str = "CPUExecutionProvider",
     allow_spinning: bool = True,
+    profile: Path | None = None,
+    optimized_model: Path | None = None,
 ):  # -> onnxruntime.InferenceSession (not annotated so importing this module does not need onnxruntime)
     """An onnxruntime session for ``model`` (a path or the serialized bytes) with the measurement options.
 
@@ -97,6 +99,11 @@ def load_session(
     the one a deployed session with default options gets, and a sleeping pool adds a wake-up delay to every
     parallel operator that would be timed as model latency; at the protocol's default of one thread the pool
     has no worker threads to spin, and measurements run one at a time under a lock, briefly.
+
+    ``profile`` (a directory) turns onnxruntime's profiler on, its JSON written there (the path comes back from
+    ``session.end_profiling()``); ``optimized_model`` (a file path) makes onnxruntime save the graph it actually
+    runs, after fusions and layout changes. Both are for :mod:`nas.hardware.profiling`, which needs the same
+    session options as a measurement so that the profiled graph is the measured one; by default both are off.
 
     Raises :class:`ModelError` for a missing, empty or malformed model and :class:`ConfigError` for a bad
     thread count or an execution provider this onnxruntime does not have.
@@ -133,6 +140,11 @@ def load_session(
     if not allow_spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if profile is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(profile) / "ort-profile")
+    if optimized_model is not None:
+        options.optimized_model_filepath = str(optimized_model)
     try:
         return ort.InferenceSession(source, sess_options=options, providers=[provider])
     except Exception as err:

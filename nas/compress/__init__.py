@@ -1,0 +1,1 @@
+"""Compression of trained networks (quantize, prune, distill, low-rank) and per-layer profiles."""
