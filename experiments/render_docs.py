@@ -1144,6 +1144,52 @@ def darts_nb201(res: Results) -> str:
         res.source("darts_nb201.json", command=_DARTS_NB))
 
 
+def _compress_rows(res: Results) -> list[dict]:
+    return res.load("compress.json")["rows"]
+
+
+@renderer(pending_on="compress.json")
+def compress_benchmark(res: Results) -> str:
+    """Every step alone and the default pipeline per network and input size, from experiments/compress.py."""
+    rows = []
+    for r in _compress_rows(res):
+        spread = f" ±{100 * r['original_spread'] / 2:.0f}%" if r["original_spread"] else ""
+        kept = ", ".join(s["name"] for s in r["steps"] if s["kept"]) or "none"
+        rows.append([r["model"], str(r["resolution"]), f"`{r['config']}`", f"{r['original_ms']:.3f} ms{spread}",
+                     f"{r['speedup']:.2f}x" if r["speedup"] else "?", f"{r['size_ratio']:.2f}x",
+                     f"{r['accuracy_change_pp']:+.2f} pp", kept, f"{r['cpu_s'] / 60:.1f}"])
+    text = table(["network", "px", "steps", "original (fp32)", "speed-up", "size", "test accuracy", "kept",
+                  "CPU min"], rows)
+    return text + "\n" + footer(res.source("compress.json"))
+
+
+@renderer(pending_on="compress.json")
+def compress_targets(res: Results) -> str:
+    """The issue's targets checked on the benchmark rows (static int8 on models above 1 ms; the default pipeline
+    on the main command's winner)."""
+    rows = _compress_rows(res)
+    lines = []
+    for r in [r for r in rows if r["config"] == "quantize"]:
+        step = r["steps"][0]
+        speedup = 1 / step["latency_ratio_to_input"] if step["latency_ratio_to_input"] else None
+        drop = 100 * (r["original_test_accuracy"] - step["test_accuracy"])
+        big = r["original_ms"] > 1.0
+        ok = speedup is not None and speedup >= 1.3 and step["size_ratio"] <= 0.3 and drop <= 0.5
+        verdict = ("met" if ok else "missed") if big else "below 1 ms: reported only"
+        lines.append(f"- int8, {r['model']} at {r['resolution']} px ({r['original_ms']:.2f} ms fp32): "
+                     f"{speedup:.2f}x faster, {step['size_ratio']:.2f}x the size, {drop:+.2f} pp drop, "
+                     f"{'kept' if step['kept'] else 'not kept'}; target {verdict}.")
+    for r in [r for r in rows if r["config"] == "default" and r["model"] == "ofa"]:
+        kept = [s for s in r["steps"] if s["kept"]]
+        monotone = all((s["latency_ratio_to_input"] or 1.0) <= 1.0 for s in kept)
+        drop = -r["accuracy_change_pp"]
+        lines.append(f"- default pipeline on the winner at {r['resolution']} px: kept "
+                     f"{', '.join(s['name'] for s in kept) or 'nothing'}; every kept step "
+                     f"{'no slower' if monotone else 'NOT always faster'} than its input; total accuracy drop "
+                     f"{drop:+.2f} pp (target at most 1 pp: {'met' if drop <= 1.0 and monotone else 'missed'}).")
+    return "\n".join(lines) + "\n" + footer(res.source("compress.json"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block differs")

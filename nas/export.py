@@ -20,7 +20,7 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -182,3 +182,45 @@ def verify_onnx(
                 )
             worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - expected_np.astype(np.float64)))))
     return worst
+
+
+def onnx_image_input(path: Path, input_shape: Sequence[int] | None = None) -> tuple[str, tuple[int, int, int]]:
+    """Name and ``(C, H, W)`` of an ONNX model's one image input (batch 1 or symbolic), or ``input_shape`` when
+    given (it must agree with the dimensions the model fixes). :class:`ModelError` for a missing file, one that is
+    not ONNX or one without a single image input; a dynamic C, H or W without ``input_shape`` is a
+    :class:`ConfigError`. The one reader of a foreign model's input (nas.compress, nas.profile)."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}; give the path of an .onnx file")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf's DecodeError and friends: any unreadable file
+        raise ModelError(f"{path} is not an ONNX model ({type(err).__name__}); give an .onnx file exported with "
+                         f"nas.export.export_onnx or another framework") from None
+    if not proto.graph.node:
+        raise ModelError(f"{path} is not an ONNX model (it has no graph nodes); give an .onnx file")
+    initializers = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise ModelError(f"{path} has {len(inputs)} inputs {[i.name for i in inputs]}; a network with one image "
+                         f"input is needed")
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in inputs[0].type.tensor_type.shape.dim]
+    shown = "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+    if len(dims) != 4:
+        raise ModelError(f"{path}: input {inputs[0].name!r} has shape {shown}; an image input (N, C, H, W) is needed")
+    if dims[0] not in (None, 1):
+        raise ModelError(f"{path}: input {inputs[0].name!r} has batch size {dims[0]}; export it with batch 1")
+    if input_shape is not None:
+        shape = check_input_shape(list(input_shape))
+        bad = [i for i, (d, v) in enumerate(zip(dims[1:], shape), start=1) if d is not None and d != v]
+        if bad:
+            raise ConfigError(f"input_shape={list(shape)} does not fit {path}: its input is {shown}; give "
+                              f"input_shape=[C,H,W] with the model's fixed sizes, or leave it out")
+        return inputs[0].name, shape
+    if any(d is None for d in dims[1:]):
+        raise ConfigError(f"{path}: input {inputs[0].name!r} has a dynamic size {shown}; give the size to profile "
+                          f"at with input_shape=[C,H,W], e.g. input_shape=[3,224,224]")
+    return inputs[0].name, (int(dims[1]), int(dims[2]), int(dims[3]))

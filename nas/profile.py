@@ -64,42 +64,10 @@ def model_path(run: object, model: object) -> Path:
 
 
 def input_shape_of(path: Path, input_shape: Sequence[int] | None = None) -> tuple[int, int, int]:
-    """``(C, H, W)`` of the model's one image input (batch 1 or symbolic), or ``input_shape`` when given (it must
-    agree with the dimensions the model fixes). A dynamic C, H or W without ``input_shape`` is an error."""
-    import onnx
+    """``(C, H, W)`` to profile ``path`` at (:func:`nas.export.onnx_image_input`)."""
+    from nas.export import onnx_image_input
 
-    from nas.hardware.runtime import check_input_shape
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # protobuf's DecodeError and friends: any unreadable file
-        raise ModelError(f"{path} is not an ONNX model ({type(err).__name__}); give an .onnx file exported with "
-                         f"nas.export.export_onnx or another framework") from None
-    if not proto.graph.node:
-        raise ModelError(f"{path} is not an ONNX model (it has no graph nodes); give an .onnx file")
-    initializers = {t.name for t in proto.graph.initializer}
-    inputs = [i for i in proto.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise ModelError(f"{path} has {len(inputs)} inputs {[i.name for i in inputs]}; a network with one image "
-                         f"input is needed")
-    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-            for d in inputs[0].type.tensor_type.shape.dim]
-    shown = "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
-    if len(dims) != 4:
-        raise ModelError(f"{path}: input {inputs[0].name!r} has shape {shown}; an image input (N, C, H, W) is needed")
-    if dims[0] not in (None, 1):
-        raise ModelError(f"{path}: input {inputs[0].name!r} has batch size {dims[0]}; export it with batch 1")
-    if input_shape is not None:
-        shape = check_input_shape(list(input_shape))
-        bad = [i for i, (d, v) in enumerate(zip(dims[1:], shape), start=1) if d is not None and d != v]
-        if bad:
-            raise ConfigError(f"input_shape={list(shape)} does not fit {path}: its input is {shown}; give "
-                              f"input_shape=[C,H,W] with the model's fixed sizes, or leave it out")
-        return shape
-    if any(d is None for d in dims[1:]):
-        raise ConfigError(f"{path}: input {inputs[0].name!r} has a dynamic size {shown}; give the size to profile "
-                          f"at with input_shape=[C,H,W], e.g. input_shape=[3,224,224]")
-    return (int(dims[1]), int(dims[2]), int(dims[3]))
+    return onnx_image_input(path, input_shape)[1]
 
 
 def target_config(cfg: DictConfig) -> dict[str, Any]:

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from nas.compress.pipeline import run_compression
-from nas.compress.quantize import calibration_images, model_input, onnx_accuracy, quantize_static_qdq
+from nas.compress.quantize import calibration_images, onnx_accuracy, quantize_static_qdq
+from nas.export import onnx_image_input
 from nas.compress.stage import Latency, Stage
 from nas.compress.steps import PruneStep, QuantizeStep, build_steps
 from nas.data import load_data
@@ -84,7 +85,7 @@ def test_qdq_model_outputs_are_close_to_fp32(tmp_path, trained, digits):
     images = calibration_images(digits.train.X, (1, 8, 8), 128, seed=0)
     int8 = quantize_static_qdq(fp32, tmp_path / "int8.onnx", images, activations="uint8")
     assert _precision(int8, "tensor(float)") == "int8"
-    assert model_input(int8) == ("input", (1, 8, 8))
+    assert onnx_image_input(int8) == ("input", (1, 8, 8))
     from nas.hardware.runtime import load_session
 
     a, b = load_session(fp32), load_session(int8)
@@ -113,7 +114,7 @@ def test_calibration_images_of_the_wrong_shape_are_refused(tmp_path, trained, di
         quantize_static_qdq(fp32, tmp_path / "q.onnx", np.zeros((4, 1, 9, 9), np.float32), activations="uint8")
     with pytest.raises(ModelError, match="not an ONNX model"):
         (tmp_path / "x.onnx").write_text("hello")
-        model_input(tmp_path / "x.onnx")
+        onnx_image_input(tmp_path / "x.onnx")
 
 
 def test_an_int8_model_slower_than_fp32_is_not_chosen(tmp_path, trained, digits):

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from nas.compress.quantize import model_input
+from nas.export import onnx_image_input
 from nas.compress.stage import Stage
 from nas.compress.steps import build_steps
 from nas.errors import ConfigError
@@ -55,7 +55,7 @@ def check_run_dir(run: object) -> Path:
 
 def original_from_onnx(path: Path, models: Path) -> Stage:
     """The user's ONNX model, copied into the run directory (the file given is never written to)."""
-    _name, shape = model_input(path)
+    _name, shape = onnx_image_input(path)
     models.mkdir(parents=True, exist_ok=True)
     copy = models / "original.onnx"
     shutil.copyfile(path, copy)
@@ -126,7 +126,7 @@ def compress_command(cfg: DictConfig, run_dir: Path, *, data_given: bool) -> Pat
     if model is not None and network_file and not Path(str(model)).expanduser().is_file():
         raise ConfigError(f"model={model} does not exist; give an .onnx model or a base.npz network file")
     if model is not None and not network_file:
-        model_input(Path(str(model)).expanduser())  # not ONNX, or not an image model: fails here
+        onnx_image_input(Path(str(model)).expanduser())  # not ONNX, or not an image model: fails here
     data_cfg = dict(_plain(cfg.data))
     if run_dir_in is not None and not data_given:
         data_cfg = run_data_config(run_dir_in) or data_cfg

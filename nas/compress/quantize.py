@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from nas.errors import ConfigError, DataError, ModelError
+from nas.export import onnx_image_input
 
 ACTIVATIONS = ("auto", "uint8", "int8")
 CALIBRATIONS = ("minmax", "entropy", "percentile")
@@ -69,36 +70,6 @@ def preferred_activations(device: dict[str, Any] | None) -> str:
     """The activation type a CPU's int8 kernels prefer: ``uint8`` on x86, ``int8`` on ARM (and elsewhere)."""
     arch = str((device or {}).get("arch") or "").lower()
     return "uint8" if arch in ("x86_64", "amd64", "i386", "i686", "x86") else "int8"
-
-
-def model_input(path: Path) -> tuple[str, tuple[int, int, int]]:
-    """Name and ``(C, H, W)`` of an ONNX model's one image input (batch 1 or symbolic batch).
-
-    Raises :class:`ModelError` for a file that is not an ONNX model, or one whose input is not a fixed-size
-    image tensor."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"model file not found: {path}; give the path of an .onnx file")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # protobuf's DecodeError and friends: any unreadable file
-        raise ModelError(f"{path} is not an ONNX model ({type(err).__name__}); give an .onnx file exported "
-                         f"from PyTorch (nas.export.export_onnx) or another framework") from None
-    if not proto.graph.node:
-        raise ModelError(f"{path} is not an ONNX model (it has no graph nodes); give an .onnx file")
-    initializers = {t.name for t in proto.graph.initializer}
-    inputs = [i for i in proto.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise ModelError(f"{path} has {len(inputs)} inputs {[i.name for i in inputs]}; an image classifier with "
-                         f"one image input is needed")
-    dims = inputs[0].type.tensor_type.shape.dim
-    sizes = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    if len(sizes) != 4 or any(s is None for s in sizes[1:]):
-        raise ModelError(f"{path}: input {inputs[0].name!r} has shape {sizes}; an image input (N, C, H, W) with "
-                         f"fixed C, H and W is needed (export with a fixed input size)")
-    return inputs[0].name, (int(sizes[1]), int(sizes[2]), int(sizes[3]))
 
 
 def calibration_images(X, input_shape: Sequence[int], count: int, *, seed: int = 0) -> np.ndarray:
@@ -154,7 +125,7 @@ def quantize_static_qdq(source: Path, destination: Path, images: np.ndarray, *, 
         raise ConfigError(f"activations={activations!r}: choose uint8 or int8 (auto is resolved by the caller)")
     if calibration not in CALIBRATIONS:
         raise ConfigError(f"calibration={calibration!r}: choose one of {list(CALIBRATIONS)}")
-    name, shape = model_input(source)
+    name, shape = onnx_image_input(source)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(shape):
         raise DataError(f"calibration images have shape {tuple(images.shape[1:])} per image but the model "
                         f"{Path(source).name} takes {shape}")
@@ -193,7 +164,7 @@ def onnx_accuracy(path: Path, X, y, *, batch: int = 1) -> float:
     from nas.accuracy import resize_batch
     from nas.hardware.runtime import load_session
 
-    name, (channels, height, width) = model_input(path)
+    name, (channels, height, width) = onnx_image_input(path)
     if int(X.shape[1]) != channels:
         raise DataError(f"test images have {int(X.shape[1])} channel(s) but {Path(path).name} takes {channels}")
     session = load_session(path, threads=1, allow_spinning=False)  # a check, not a measurement
