@@ -14,7 +14,8 @@ Each network is compressed by the CLI with its defaults (``python -m nas.compres
 alone, and the default ``[prune, distill, quantize]``. From each report: the shipped model's latency and size as
 ratios to the original (measured in one session), its accuracy change, which steps were kept, the original's
 latency with its spread. Prints a table and writes ``experiments/results/compress.json``; ``--resume`` skips
-configurations whose report exists in the work directory.
+configurations whose report exists in the work directory; ``--collect`` runs nothing and writes what the work
+directory holds (the JSON then says ``partial`` when configurations are missing).
 """
 
 from __future__ import annotations
@@ -144,6 +145,8 @@ def main() -> None:
     parser.add_argument("--out", default="compress.json")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--collect", action="store_true",
+                        help="run nothing: collect the reports already in --workdir (a partial benchmark says so)")
     args = parser.parse_args()
     work = (ROOT / args.workdir).resolve()
     load = os.getloadavg()[0]
@@ -151,6 +154,14 @@ def main() -> None:
     for model in args.models.split(","):
         for resolution in map(int, args.resolutions.split(",")):
             limit = args.limit_224 if resolution >= 224 else None
+            if args.collect:
+                for config in args.configs.split(","):
+                    folder = work / f"{model}-{resolution}-{config}"
+                    if (folder / "report.json").is_file() and (folder / "timing.json").is_file():
+                        wall, cpu = json.loads((folder / "timing.json").read_text())
+                        rows.append(row(model, resolution, config, json.loads((folder / "report.json").read_text()),
+                                        wall, cpu))
+                continue
             if model == "ofa" and resolution == 32:
                 source = [f"run={main_run(work)}"]
             else:
@@ -168,8 +179,12 @@ def main() -> None:
                 rows.append(row(model, resolution, config, report, wall, cpu))
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(table(rows))
-    path = write_results(args.out, {"rows": rows, "settings": {"epochs": args.epochs, "limit_224": args.limit_224,
-                                                               "seed": args.seed}}, load_before=load)
+    planned = len(args.models.split(",")) * len(args.resolutions.split(",")) * len(args.configs.split(","))
+    path = write_results(args.out, {"rows": rows, "planned": planned, "partial": len(rows) < planned,
+                                    "settings": {"epochs": args.epochs, "limit_224": args.limit_224,
+                                                 "seed": args.seed, "models": args.models,
+                                                 "resolutions": args.resolutions, "configs": args.configs}},
+                         load_before=load)
     print(f"wrote {path}")
 
 

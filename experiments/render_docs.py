@@ -1160,6 +1160,10 @@ def compress_benchmark(res: Results) -> str:
                      f"{r['accuracy_change_pp']:+.2f} pp", kept, f"{r['cpu_s'] / 60:.1f}"])
     text = table(["network", "px", "steps", "original (fp32)", "speed-up", "size", "test accuracy", "kept",
                   "CPU min"], rows)
+    d = res.load("compress.json")
+    if d.get("partial"):
+        text = (f"Partial: {len(d['rows'])} of the {d['planned']} planned configurations "
+                f"({d['settings']['models']} at {d['settings']['resolutions']} px) have run.\n\n" + text)
     return text + "\n" + footer(res.source("compress.json"))
 
 

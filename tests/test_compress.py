@@ -274,3 +274,20 @@ def test_the_device_agent_measures_an_int8_model(tmp_path, trained, digits):
         proc.terminate()
         proc.wait(10)
     assert measured.precision == "int8" and measured.median_ms > 0
+
+
+def test_a_step_that_cannot_work_on_the_network_is_reported_and_the_pipeline_goes_on(tmp_path, digits):
+    from nas.channels.base import resolve_base
+
+    spec = resolve_base(base="shufflenet_v2_x0_5", base_run=None, base_config=None, resolution=8,
+                        num_classes=digits.num_classes, in_channels=digits.in_channels)
+    space = spec.build_space()
+    model = space.build(space.validate(spec.arch)).eval()  # channel shuffle: Torch-Pruning cannot trace it
+    shape = tuple(space.input_shape(spec.arch))
+    original = Stage("original", export_onnx(model, shape, tmp_path / "in.onnx"), shape, model=model)
+    report = json.loads(run_compression(original, build_steps(["prune", "quantize"], {}), data=digits,
+                                        target=FakeTarget(int8_ms=1e-3), run_dir=tmp_path / "run",
+                                        cache_dir=tmp_path / "cache", profile=False, progress=False).read_text())
+    prune, quantize = report["steps"]
+    assert not prune["kept"] and prune["why"].startswith("not applicable to this network")
+    assert quantize["precision"] == "int8" and report["final"]["from_step"] in ("quantize", "original")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.compress.stage import Stage, StageLatency
-from nas.compress.steps import CompressionStep
+from nas.compress.steps import CompressionStep, NotApplicable
 from nas.errors import ConfigError, DataError
 
 log = logging.getLogger("nas.compress")
@@ -157,7 +157,16 @@ def run_compression(original: Stage, steps: Sequence[CompressionStep], *, data, 
     entries: list[dict[str, Any]] = []
     for index, step in enumerate(steps, start=1):
         log.info("step %d/%d: %s %s", index, len(steps), step.name, step.options())
-        proposal = step.propose(current, ctx)
+        try:
+            proposal = step.propose(current, ctx)
+        except NotApplicable as reason:
+            entries.append({**current_facts, "name": step.name, "step": step.name, "options": step.options(),
+                            "details": {}, "latency_ms": None, "latency_spread": None, "latency_source": "not run",
+                            "latency_ratio": None, "latency_ratio_to_input": None,
+                            "size_ratio": current_facts["size_bytes"] / original_facts["size_bytes"],
+                            "kept": False, "why": f"not applicable to this network: {reason}"})
+            log.info("  %s: not applicable: %s", step.name, reason)
+            continue
         stage = proposal.stage
         facts = stage_facts(stage, ctx, macs=current_facts["macs"] if stage.precision != "fp32" else None)
         reference, before, after = ctx.latency.together([original, current, stage])

@@ -56,6 +56,11 @@ def _number(step: str, key: str, value: object, *, low: float, high: float | Non
     return value
 
 
+class NotApplicable(Exception):
+    """A step that cannot work on this network (e.g. pruning a network whose channel dependencies Torch-Pruning
+    cannot trace): the pipeline reports it, not kept, with the reason, and goes on with the next step."""
+
+
 class CompressionStep(abc.ABC):
     """One step. Subclasses set :attr:`name`, :attr:`needs_torch`, :attr:`speeds_up` and implement
     :meth:`propose`; options are keyword-only constructor arguments."""
@@ -199,7 +204,10 @@ class PruneStep(CompressionStep):
 
         model, shape = current.model, current.input_shape
         divisor = ctx.target.channel_multiple() if self.divisor == "auto" else int(self.divisor)
-        groups = analyse(model, shape, what="the network to prune")
+        try:
+            groups = analyse(model, shape, what="the network to prune")
+        except ConfigError as err:
+            raise NotApplicable(str(err)) from None
         probes: dict[tuple, dict] = {}
 
         def probe(ratio: float) -> dict:
