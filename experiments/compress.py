@@ -6,8 +6,8 @@
 Networks: the main command's winner (``python -m nas.search +space=ofa +target=cpu``, run here first; at 32 px
 its supernet weights, at other sizes the same architecture trained), MobileNetV2 width 1.0 and ShuffleNetV2
 x1.0 (the presets), each trained briefly by this script on the embedded MNIST digits resized to the input size
-(``--epochs``; at 224 px on ``--limit-224`` images, since an epoch of 3,500 224-px images costs minutes on two
-cores) and saved as a ``base.npz`` network file.
+(``--epochs``; at 224 px ``--epochs-224`` on ``--limit-224`` images, since an epoch of 3,500 224-px images
+costs minutes on two cores) and saved as a ``base.npz`` network file.
 
 Each network is compressed by the CLI with its defaults (``python -m nas.compress model=NET.npz +target=cpu
 'steps=[...]'``; the winner at 32 px with ``run=DIR``): ``quantize``, ``prune``, ``lowrank`` and ``distill``
@@ -141,6 +141,8 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--epochs", type=int, default=3, help="training epochs of each network (briefly)")
     parser.add_argument("--limit-224", type=int, default=1000, help="images used at 224 px (training and compression)")
+    parser.add_argument("--epochs-224", type=int, default=10,
+                        help="training epochs at 224 px (on --limit-224 images: 3 epochs left the networks at chance)")
     parser.add_argument("--workdir", default="runs/compress-bench")
     parser.add_argument("--out", default="compress.json")
     parser.add_argument("--seed", type=int, default=0)
@@ -165,7 +167,8 @@ def main() -> None:
             if model == "ofa" and resolution == 32:
                 source = [f"run={main_run(work)}"]
             else:
-                source = [f"model={network_file(model, resolution, work, epochs=args.epochs, limit=limit, seed=args.seed)}"]
+                epochs = args.epochs_224 if resolution >= 224 else args.epochs
+                source = [f"model={network_file(model, resolution, work, epochs=epochs, limit=limit, seed=args.seed)}"]
             for config in args.configs.split(","):
                 folder = work / f"{model}-{resolution}-{config}"
                 if args.resume and (folder / "report.json").is_file():
@@ -181,7 +184,7 @@ def main() -> None:
     print(table(rows))
     planned = len(args.models.split(",")) * len(args.resolutions.split(",")) * len(args.configs.split(","))
     path = write_results(args.out, {"rows": rows, "planned": planned, "partial": len(rows) < planned,
-                                    "settings": {"epochs": args.epochs, "limit_224": args.limit_224,
+                                    "settings": {"epochs": args.epochs, "epochs_224": args.epochs_224, "limit_224": args.limit_224,
                                                  "seed": args.seed, "models": args.models,
                                                  "resolutions": args.resolutions, "configs": args.configs}},
                          load_before=load)
