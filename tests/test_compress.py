@@ -291,3 +291,28 @@ def test_a_step_that_cannot_work_on_the_network_is_reported_and_the_pipeline_goe
     prune, quantize = report["steps"]
     assert not prune["kept"] and prune["why"].startswith("not applicable to this network")
     assert quantize["precision"] == "int8" and report["final"]["from_step"] in ("quantize", "original")
+
+
+class ConstantTarget(FakeTarget):
+    """Every model takes 1 ms: nothing is ever faster."""
+
+    def measure_onnx_file(self, path: Path, input_shape) -> Measurement:
+        return fake_measurement(1.0, _precision(Path(path), "tensor(float)"))
+
+
+def test_lowrank_keeps_layers_only_when_faster_and_is_not_kept_when_none_is(tmp_path, trained, digits):
+    original = Stage("original", export_onnx(trained, (1, 8, 8), tmp_path / "in.onnx"), (1, 8, 8), model=trained)
+    options = {"lowrank": {"energy": 0.5, "min_saving": 0.0, "finetune_epochs": 1}}
+    report = json.loads(run_compression(original, build_steps(["lowrank"], options), data=digits,
+                                        target=ConstantTarget(), run_dir=tmp_path / "flat", cache_dir=tmp_path / "c",
+                                        profile=False, progress=False).read_text())
+    (step,) = report["steps"]
+    assert step["details"]["tried"] >= 1 and step["details"]["kept_layers"] == 0
+    assert not step["kept"] and "made the network" in step["why"]
+    # with latency following the weights (FakeTarget), factorised layers that save weights are kept
+    report = json.loads(run_compression(original, build_steps(["lowrank"], options), data=digits,
+                                        target=FakeTarget(), run_dir=tmp_path / "size", cache_dir=tmp_path / "c",
+                                        profile=False, progress=False).read_text())
+    step = report["steps"][0]
+    assert step["details"]["kept_layers"] >= 1
+    assert all(t["kept"] == (t["latency_ratio"] <= 0.99) for t in step["details"]["trials"])

@@ -410,7 +410,11 @@ class LowRankStep(CompressionStep):
                                      checkpoint=ctx.checkpoint(self.name, current, {
                                          **self.options(), "layers": [p.to_dict() for p in accepted]}))
             details["finetune"] = summary
+        failure = None
         if not plans:
-            details["why"] = (f"no layer saves {self.min_saving:.0%} of its MACs at energy {self.energy:g} "
-                              f"(lower lowrank.energy to factorise more)")
-        return Proposal(ctx.stage_of(model, self.name, current.input_shape), details)
+            failure = (f"no layer saves {self.min_saving:.0%} of its MACs at energy {self.energy:g} (lower "
+                       f"lowrank.energy to factorise more)")
+        elif not accepted:
+            failure = (f"none of the {len(trials)} factorised layers tried made the network at least "
+                       f"{self.min_speedup:.0%} faster on the target")
+        return Proposal(ctx.stage_of(model, self.name, current.input_shape), details, failure)
