@@ -193,6 +193,17 @@ def save_base(path: Path, model: nn.Module, spec: BaseSpec, meta: Mapping[str, A
     return path
 
 
+def load_network(path: Path | str, *, num_classes: int, in_channels: int) -> tuple[nn.Module, tuple[int, int, int]]:
+    """The network a base file (``base.npz``) holds, built and with its weights, in eval mode, and its input
+    ``(C, H, W)``; a file made for other data (classes, channels) is a :class:`ConfigError`."""
+    spec = _from_checkpoint(Path(path), {"num_classes": num_classes, "in_channels": in_channels})
+    space = spec.build_space()
+    arch = space.validate(spec.arch)
+    model = space.build(arch)
+    load_base_weights(path, model)
+    return model.eval(), tuple(int(v) for v in space.input_shape(arch))
+
+
 def load_base_weights(path: Path | str, model: nn.Module) -> dict[str, Any]:
     tensors, meta = load_checkpoint(path)
     missing = set(model.state_dict()) ^ set(tensors)

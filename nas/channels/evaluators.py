@@ -31,12 +31,19 @@ from nas.errors import ConfigError
 CHANNEL_EVALUATORS = {"pruned": "l1", "slimmable": "leading"}
 
 
+def seeded_draw(X: torch.Tensor, count: int, seed: int) -> torch.Tensor:
+    """``count`` images of ``X`` (all of them when it has fewer), drawn without replacement by ``seed``, in index
+    order: the one draw every calibration uses (BatchNorm statistics here, int8 activation ranges in
+    :mod:`nas.compress.quantize`), so one seed means one set of images."""
+    count = min(count, len(X))
+    pick = np.sort(np.random.default_rng(seed).choice(len(X), size=count, replace=False))
+    return X[torch.from_numpy(pick)]
+
+
 def calibration_images(data: DataSplits, count: int, seed: int) -> torch.Tensor:
-    """The training images BatchNorm statistics are recalibrated on (a seeded draw, in index order): the same
-    for the evaluator's queries and the finalised networks of a run, so both see one calibration."""
-    count = min(count, len(data.train))
-    pick = np.sort(np.random.default_rng(seed).choice(len(data.train), size=count, replace=False))
-    return data.train.X[torch.from_numpy(pick)]
+    """The training images BatchNorm statistics are recalibrated on (:func:`seeded_draw`): the same for the
+    evaluator's queries and the finalised networks of a run, so both see one calibration."""
+    return seeded_draw(data.train.X, count, seed)
 
 
 class MaskedEvaluator:

@@ -91,17 +91,10 @@ def original_from_run(run_dir: Path, data, models: Path, *, seed: int) -> Stage:
 def original_from_network_file(path: Path, data, models: Path) -> Stage:
     """A network file with its weights (``base.npz``, as a channel run writes and the benchmark trains): every
     step can work on it."""
-    from nas.channels.base import load_base_weights, resolve_base
+    from nas.channels.base import load_network
     from nas.export import export_onnx, verify_onnx
 
-    spec = resolve_base(base=str(path), base_run=None, base_config=None, resolution=data.image_size,
-                        num_classes=data.num_classes, in_channels=data.in_channels)
-    space = spec.build_space()
-    arch = space.validate(spec.arch)
-    model = space.build(arch)
-    load_base_weights(path, model)
-    model.eval()
-    shape = tuple(int(v) for v in space.input_shape(arch))
+    model, shape = load_network(path, num_classes=data.num_classes, in_channels=data.in_channels)
     onnx = export_onnx(model, shape, models / "original.onnx")
     return Stage("original", onnx, shape, model=model,
                  details={"onnx_max_abs_diff": verify_onnx(onnx, model, shape), "source": f"network file {path}"})

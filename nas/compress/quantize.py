@@ -78,6 +78,7 @@ def calibration_images(X, input_shape: Sequence[int], count: int, *, seed: int =
     import torch
 
     from nas.accuracy import resize_batch
+    from nas.channels.evaluators import seeded_draw
 
     channels, height, width = (int(v) for v in input_shape)
     if X.ndim != 4:
@@ -88,9 +89,7 @@ def calibration_images(X, input_shape: Sequence[int], count: int, *, seed: int =
                         f"images)")
     if len(X) == 0:
         raise DataError("no calibration images: the training split is empty")
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(len(X), size=min(count, len(X)), replace=False))
-    batch = resize_batch(torch.as_tensor(X[pick]), (height, width))
+    batch = resize_batch(seeded_draw(torch.as_tensor(X), count, seed), (height, width))
     return batch.numpy().astype(np.float32)
 
 

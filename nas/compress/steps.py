@@ -281,14 +281,9 @@ class DistillStep(CompressionStep):
     def teacher_model(self, ctx: "Context"):
         if self.teacher is None:
             return ctx.original.model
-        from nas.channels.base import load_base_weights, resolve_base
+        from nas.channels.base import load_network
 
-        spec = resolve_base(base=self.teacher, base_run=None, base_config=None, resolution=ctx.data.image_size,
-                            num_classes=ctx.data.num_classes, in_channels=ctx.data.in_channels)
-        space = spec.build_space()
-        model = space.build(space.validate(spec.arch))
-        load_base_weights(self.teacher, model)
-        return model.eval()
+        return load_network(self.teacher, num_classes=ctx.data.num_classes, in_channels=ctx.data.in_channels)[0]
 
     def propose(self, current: Stage, ctx: "Context") -> Proposal:
         summary, student = distill(current.model, self.teacher_model(ctx), ctx, epochs=self.epochs, lr=self.lr,
