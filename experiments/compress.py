@@ -118,7 +118,19 @@ def row(model: str, resolution: int, config: str, report: dict, wall: float, cpu
                        "latency_ratio_to_input": s.get("latency_ratio_to_input"), "size_ratio": s["size_ratio"],
                        "test_accuracy": s["test_accuracy"], "latency_spread": s["latency_spread"]}
                       for s in report["steps"]],
+            "kind_us": kind_times(report),
             "report": str(Path(report["run_dir"]) / "report.json")}
+
+
+def kind_times(report: dict) -> dict:
+    """Profiled microseconds per layer kind of the original and of the int8 model (the shipped one, or the one not
+    kept), where the report has both: where int8 gained or lost time."""
+    profile = report.get("profile") or {}
+    int8 = profile.get("quantize") if isinstance(profile.get("quantize"), dict) else (
+        profile.get("final") if report["final"].get("precision") == "int8" else None)
+    if not isinstance(profile.get("original"), dict) or not isinstance(int8, dict):
+        return {}
+    return {"fp32": profile["original"].get("kind_us"), "int8": int8.get("kind_us")}
 
 
 def table(rows: list[dict]) -> str:

@@ -16,14 +16,14 @@ import torch
 from torch import nn
 
 from nas.compress.pipeline import run_compression
-from nas.compress.quantize import calibration_images, onnx_accuracy, quantize_static_qdq
+from nas.compress.quantize import calibration_images, needs_reduced_range, onnx_accuracy, quantize_static_qdq
 from nas.export import onnx_image_input
 from nas.compress.stage import Latency, Stage
 from nas.compress.steps import PruneStep, QuantizeStep, build_steps
 from nas.data import load_data
 from nas.errors import ConfigError, DataError, ModelError
 from nas.export import export_onnx
-from nas.hardware.measure import Measurement, _precision
+from nas.hardware.measure import MeasureConfig, Measurement, _precision, device_description
 from nas.hardware.targets import Target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +83,8 @@ class FakeTarget(Target):
 def test_qdq_model_outputs_are_close_to_fp32(tmp_path, trained, digits):
     fp32 = export_onnx(trained, (1, 8, 8), tmp_path / "fp32.onnx")
     images = calibration_images(digits.train.X, (1, 8, 8), 128, seed=0)
-    int8 = quantize_static_qdq(fp32, tmp_path / "int8.onnx", images, activations="uint8")
+    int8 = quantize_static_qdq(fp32, tmp_path / "int8.onnx", images, activations="uint8",
+                               reduce_range=needs_reduced_range(device_description()))
     assert _precision(int8, "tensor(float)") == "int8"
     assert onnx_image_input(int8) == ("input", (1, 8, 8))
     from nas.hardware.runtime import load_session
@@ -106,6 +107,18 @@ def test_qdq_model_outputs_are_close_to_fp32(tmp_path, trained, digits):
     assert weights and all(stored[w] == onnx.TensorProto.INT8 for w in weights)  # conv weights stored as int8
 
 
+def test_weights_use_seven_bits_on_x86_without_vnni():
+    # onnxruntime's AVX2 u8s8 kernels sum pairs of products in int16 and saturate with 8-bit weights
+    assert needs_reduced_range({"arch": "x86_64", "simd": ["avx2"]})
+    assert not needs_reduced_range({"arch": "x86_64", "simd": ["avx2", "avx512f", "avx512_vnni"]})
+    assert not needs_reduced_range({"arch": "x86_64", "simd": ["avx2", "avx_vnni"]})
+    assert needs_reduced_range({"arch": "x86_64"})  # an agent that does not report its flags: the safe side
+    assert not needs_reduced_range({"arch": "aarch64", "simd": ["asimddp"]})
+    assert QuantizeStep(reduce_range=False).settings.reduce_range is False
+    with pytest.raises(ConfigError, match="quantize.reduce_range='yes'"):
+        QuantizeStep(reduce_range="yes")
+
+
 def test_calibration_images_of_the_wrong_shape_are_refused(tmp_path, trained, digits):
     fp32 = export_onnx(trained, (1, 8, 8), tmp_path / "fp32.onnx")
     with pytest.raises(DataError, match="channel"):
@@ -122,19 +135,26 @@ def test_an_int8_model_slower_than_fp32_is_not_chosen(tmp_path, trained, digits)
     original = Stage("original", fp32, (1, 8, 8))
     steps = build_steps(["quantize"], {})
     fp32_ms = fp32.stat().st_size / 1e4
-    report_path = run_compression(original, steps, data=digits, target=FakeTarget(int8_ms=3.0 * fp32_ms),
-                                  run_dir=tmp_path / "run", cache_dir=tmp_path / "cache", profile=False,
-                                  progress=False)
+    slow_int8 = FakeTarget(int8_ms=3.0 * fp32_ms)
+    slow_int8.measure_config = MeasureConfig(warmup=1)  # profiles run on this machine
+    report_path = run_compression(original, steps, data=digits, target=slow_int8, run_dir=tmp_path / "run",
+                                  cache_dir=tmp_path / "cache", progress=False)
     report = json.loads(report_path.read_text())
     (step,) = report["steps"]
     assert step["name"] == "quantize" and step["precision"] == "int8"
     assert not step["kept"] and "not faster" in step["why"]
     assert report["final"]["precision"] == "fp32" and report["final"]["from_step"] == "original"
+    # the int8 model that was not kept is profiled too, to show where its time went
+    assert set(report["profile"]) == {"original", "final", "quantize"}
+    assert (tmp_path / "run" / "profile_quantize.json").is_file()
+    kinds = report["profile"]["quantize"]["kind_us"]
+    assert {"conv", "depthwise", "pointwise", "overhead"} <= set(kinds) and all(v >= 0 for v in kinds.values())
+    assert "Where the int8 model that was not kept spent its time" in (tmp_path / "run" / "report.md").read_text()
     # and with int8 faster it is kept and shipped
     report = json.loads(run_compression(original, steps, data=digits, target=FakeTarget(int8_ms=0.5 * fp32_ms),
                                         run_dir=tmp_path / "run2", cache_dir=tmp_path / "cache", profile=False,
                                         progress=False).read_text())
-    assert report["steps"][0]["kept"] and report["final"]["precision"] == "int8"
+    assert report["steps"][0]["kept"] and report["final"]["precision"] == "int8", report["steps"][0]["why"]
     for entry in (report["original"], *report["steps"], report["final"]):
         for key in ("name", "test_accuracy", "size_bytes", "params", "macs", "latency_ms", "latency_spread",
                     "latency_source", "latency_ratio", "size_ratio"):
@@ -152,6 +172,19 @@ def test_verdict_rules():
     assert "dropped" in step.verdict(before=slow, after=fast, acc_before=0.9, acc_after=0.88)
     unknown = Latency(None, None, "unknown: prior", "int8")
     assert "not shown to be faster" in step.verdict(before=slow, after=unknown, acc_before=0.9, acc_after=0.9)
+    # a gain within measurement noise (copies of one model differ 1-3 %) is not a speed-up
+    barely = Latency(0.98 * slow.ms, 0.1, "measured", "int8")
+    assert "by 3% or more" in step.verdict(before=slow, after=barely, acc_before=0.9, acc_after=0.9)
+    assert step.verdict(before=slow, after=barely, acc_before=0.9, acc_after=0.9, min_speedup=0.01) is None
+
+
+def test_a_max_drop_finer_than_one_validation_image_is_reported():
+    from nas.compress.pipeline import split_notes
+
+    steps = build_steps(["prune", "distill", "quantize"], {})
+    (note,) = split_notes(steps, 150)  # one image = 0.67 pp > quantize.max_drop 0.5 pp; prune has no limit
+    assert note.startswith("quantize.max_drop=0.005") and "0.67 pp" in note
+    assert split_notes(steps, 500) == []
 
 
 def test_pruning_removes_channels_physically_to_the_planned_widths(tmp_path, trained, digits):
@@ -181,6 +214,10 @@ def test_bad_step_options_fail_before_any_work():
         build_steps(["prune"], {"prune": {"latency_ratio": 1.5}})
     with pytest.raises(ConfigError, match="bad option"):
         build_steps(["quantize"], {"quantize": {"bits": 4}})
+    from nas.compress.command import steps_of
+
+    with pytest.raises(ConfigError, match=r"compress.min_speedup=0.9"):
+        steps_of({"steps": ["prune"], "min_speedup": 0.9})
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

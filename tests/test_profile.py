@@ -195,6 +195,25 @@ def test_separable_block_rows(profiles) -> None:
     assert all(r.time_per_mac is None for r in profile.layer_rows if r.macs == 0)
 
 
+def test_quantized_model_rows_are_its_conv_layers(exported, tmp_path: Path) -> None:
+    """A QDQ int8 model: onnxruntime fuses each DequantizeLinear -> Conv -> QuantizeLinear into a QLinearConv (on
+    x86 in NHWC, between Transposes) whose output is named after the Conv node; each conv keeps its own row."""
+    from nas.compress.quantize import quantize_static_qdq
+
+    path, shape, _ = exported["separable"]
+    images = np.random.default_rng(0).standard_normal((8, *shape)).astype(np.float32)
+    int8 = quantize_static_qdq(path, tmp_path / "int8.onnx", images, activations="uint8")
+    raw = profile_onnx(int8, shape, FAST, runs=RUNS)
+    assert "QLinearConv" in {k["op"] for k in raw["kernels"]}
+    profile = attribute(raw, int8, shape)
+    _check_invariants(raw, profile)
+    for block in ("features.1", "features.2"):
+        for conv, kind in ((f"{block}.dw.0", "depthwise"), (f"{block}.pw.0", "pointwise")):
+            row = profile.row(conv)
+            assert row.layer == conv and row.kind == kind
+            assert any(k["op"] == "QLinearConv" and k["node"] in row.kernels for k in raw["kernels"])
+
+
 def _raw_at_extended_level(path: Path, shape: tuple[int, int, int]) -> dict:
     """A raw profile of the graph onnxruntime runs where its x86 NCHWc layout does not apply: FusedConv named
     after the conv, writing the activation's output tensor."""

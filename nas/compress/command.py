@@ -17,19 +17,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas.export import onnx_image_input
 from nas.compress.stage import Stage
-from nas.compress.steps import build_steps
+from nas.compress.steps import build_steps, min_speedup_of
 from nas.errors import ConfigError
 
 STEP_SECTIONS = ("prune", "distill", "lowrank", "quantize")
 
 
 def steps_of(section: Mapping[str, Any]):
-    """The step objects a ``compress`` config section asks for (``steps`` plus each step's options)."""
-    known = {"steps", "profile", *STEP_SECTIONS}
+    """The step objects a ``compress`` config section asks for (``steps`` plus each step's options); checks
+    the section's other options too."""
+    known = {"steps", "profile", "min_speedup", *STEP_SECTIONS}
     unknown = sorted(set(section) - known - {"data", "run", "model", "seed", "progress", "threads", "measurements",
                                              "cache_dir", "target", "hydra"})
     if unknown:
         raise ConfigError(f"unknown compression option(s) {unknown}; valid: {', '.join(sorted(known))}")
+    min_speedup_of(section.get("min_speedup"))
     steps = list(section.get("steps") or [])
     return build_steps(steps, {name: section.get(name) for name in {*STEP_SECTIONS, *map(str, steps)}})
 
@@ -140,7 +142,7 @@ def compress_command(cfg: DictConfig, run_dir: Path, *, data_given: bool) -> Pat
     return run_compression(original, steps, data=data, target=target, run_dir=run_dir,
                            cache_dir=Path(str(cfg.cache_dir)).expanduser(), seed=int(cfg.seed),
                            progress=bool(cfg.get("progress", True)), profile=bool(cfg.get("profile", True)),
-                           requested=[str(s) for s in cfg.steps])
+                           requested=[str(s) for s in cfg.steps], min_speedup=min_speedup_of(cfg.get("min_speedup")))
 
 
 def data_overridden(overrides: Sequence[str]) -> bool:
@@ -160,7 +162,8 @@ def compress_winner(section: Mapping[str, Any], *, model, onnx: Path, shape, dat
     folder = Path(run_dir) / "compress"
     report_path = run_compression(original, steps, data=data, target=target, run_dir=folder, cache_dir=cache_dir,
                                   seed=seed, progress=progress, profile=bool(section.get("profile", True)),
-                                  requested=[str(s) for s in section.get("steps") or []])
+                                  requested=[str(s) for s in section.get("steps") or []],
+                                  min_speedup=min_speedup_of(section.get("min_speedup")))
     report = json.loads(report_path.read_text())
     return {"report": str(report_path.relative_to(run_dir)), "final": report["final"],
             "summary": summary_line(report)}

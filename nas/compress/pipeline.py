@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.compress.stage import Stage, StageLatency
-from nas.compress.steps import CompressionStep, NotApplicable
+from nas.compress.steps import MIN_SPEEDUP, CompressionStep, NotApplicable
 from nas.errors import ConfigError, DataError
 
 log = logging.getLogger("nas.compress")
@@ -34,8 +34,10 @@ COMPRESSED = "models/compressed.onnx"
 class Context:
     """What every step may use: data, target, where files go, the original stage, latencies, accuracy."""
 
-    def __init__(self, *, data, target, run_dir: Path, cache_dir: Path, seed: int, progress: bool) -> None:
+    def __init__(self, *, data, target, run_dir: Path, cache_dir: Path, seed: int, progress: bool,
+                 min_speedup: float = MIN_SPEEDUP) -> None:
         self.data, self.target, self.seed, self.progress = data, target, int(seed), bool(progress)
+        self.min_speedup = float(min_speedup)
         self.run_dir = Path(run_dir)
         self.models = self.run_dir / "models"
         self.scratch = self.run_dir / "work"
@@ -139,22 +141,37 @@ def check_data_for(stage: Stage, data) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- run
+def split_notes(steps: Sequence[CompressionStep], val_images: int) -> list[str]:
+    """Warnings for accuracy limits finer than the validation split resolves: with ``val_images`` images one
+    image is 1/val_images of accuracy, and a ``max_drop`` below that rejects a step for one image."""
+    image = 1.0 / max(val_images, 1)
+    return [f"{s.name}.max_drop={s.max_drop:g} is less than one validation image ({val_images} images: one is "
+            f"{100 * image:.2f} pp), so one image changing its answer rejects the step; use more data (data.limit) "
+            f"or a larger {s.name}.max_drop" for s in steps if s.max_drop and s.max_drop < image]
+
+
 def run_compression(original: Stage, steps: Sequence[CompressionStep], *, data, target, run_dir: Path,
                     cache_dir: Path, seed: int = 0, progress: bool = True, profile: bool = True,
-                    requested: Sequence[str] | None = None) -> Path:
-    """Run ``steps`` on ``original`` into ``run_dir``; the path of ``report.json``."""
+                    requested: Sequence[str] | None = None, min_speedup: float = MIN_SPEEDUP) -> Path:
+    """Run ``steps`` on ``original`` into ``run_dir``; the path of ``report.json``. A step that exists to speed
+    the network up is kept only when measured at least ``min_speedup`` faster than its input."""
     from nas.compress.report import write_report
 
-    ctx = Context(data=data, target=target, run_dir=run_dir, cache_dir=cache_dir, seed=seed, progress=progress)
+    ctx = Context(data=data, target=target, run_dir=run_dir, cache_dir=cache_dir, seed=seed, progress=progress,
+                  min_speedup=min_speedup)
     ctx.original = original
     check_data_for(original, data)
     needs_torch = [s.name for s in steps if s.needs_torch]
     if needs_torch and original.model is None:
         raise ConfigError(f"steps {needs_torch} work on the PyTorch network, but only an ONNX model was given; "
                           f"give run=DIR (a search run with its trained weights) or use steps=[quantize]")
+    notes = split_notes(steps, len(data.val.y))
+    for note in notes:
+        log.warning("%s", note)
     original_facts = stage_facts(original, ctx)
     current, current_facts = original, original_facts
     entries: list[dict[str, Any]] = []
+    rejected_int8: Stage | None = None
     for index, step in enumerate(steps, start=1):
         log.info("step %d/%d: %s %s", index, len(steps), step.name, step.options())
         try:
@@ -171,7 +188,7 @@ def run_compression(original: Stage, steps: Sequence[CompressionStep], *, data, 
         facts = stage_facts(stage, ctx, macs=current_facts["macs"] if stage.precision != "fp32" else None)
         reference, before, after = ctx.latency.together([original, current, stage])
         why = step.verdict(before=before, after=after, acc_before=ctx.accuracy(current, "val"),
-                           acc_after=ctx.accuracy(stage, "val"))
+                           acc_after=ctx.accuracy(stage, "val"), min_speedup=ctx.min_speedup)
         if proposal.failure:
             why = proposal.failure + (f"; {why}" if why else "")
         entry = _with_latency({**facts, "step": step.name, "options": step.options(),
@@ -182,6 +199,8 @@ def run_compression(original: Stage, steps: Sequence[CompressionStep], *, data, 
         log.info("  %s", _line(entry))
         if why is None:
             current, current_facts = stage, facts
+        elif stage.precision != "fp32":
+            rejected_int8 = stage  # profiled below: where its time went
     final_path = run_dir / COMPRESSED
     final_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(current.onnx, final_path)
@@ -193,18 +212,21 @@ def run_compression(original: Stage, steps: Sequence[CompressionStep], *, data, 
     report: dict[str, Any] = {
         "format": REPORT_FORMAT, "run_dir": str(run_dir), "steps_requested": list(requested or [s.name for s in steps]),
         "target": target.describe(), "data": data.describe(), "seed": seed,
+        "min_speedup": ctx.min_speedup, "notes": notes,
         "original": original_entry, "steps": entries, "final": final_entry,
         "why_final": ("the last kept step's model" if current is not original
                       else "no step was kept: the original network is shipped as it is"),
     }
     if profile:
-        report["profile"] = _profiles(ctx, [("original", original), ("final", final_stage)])
+        extra = [("quantize", rejected_int8)] if rejected_int8 is not None else []
+        report["profile"] = _profiles(ctx, [("original", original), ("final", final_stage), *extra])
     shutil.rmtree(ctx.scratch, ignore_errors=True)
     return write_report(run_dir, report)
 
 
 def _profiles(ctx: Context, stages: Sequence[tuple[str, Stage]]) -> dict[str, Any]:
-    """Per-layer profiles of the original and the shipped model, where the target can run them."""
+    """Per-layer profiles of the original and the shipped model (and of an int8 model that was not kept, to show
+    where its time went), where the target can run them; each with its time per layer kind."""
     if not ctx.target.can_measure:
         return {"skipped": "the target has no device to run a profile on (target.agent=http://BOARD:8765)"}
     from nas.compress.profile import profile_model
@@ -216,7 +238,9 @@ def _profiles(ctx: Context, stages: Sequence[tuple[str, Stage]]) -> dict[str, An
         json_path = ctx.run_dir / f"profile_{name}.json"
         json_path.write_text(json.dumps(result.to_dict(), indent=2))
         plot_profile(result, ctx.run_dir / f"profile_{name}.png")
-        out[name] = {"json": json_path.name, "plot": f"profile_{name}.png", "findings": result.findings()}
+        out[name] = {"json": json_path.name, "plot": f"profile_{name}.png", "findings": result.findings(),
+                     "kind_us": {**{kind: entry["us"] for kind, entry in result.kinds().items()},
+                                 "overhead": result.totals["framework_overhead_us"]}}
     return out
 
 

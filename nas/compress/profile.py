@@ -20,7 +20,8 @@ mapped by tensors first:
    that tensor; a layout node's output is the same tensor as its input (and a ReorderOutput's input the same as
    its output); an NCHWc node's private output (``reorder_token_N``) is the tensor its name says
    (``<tensor>_nchwc``), carried forward over the Add/activation nodes the NCHWc rewrite fuses after naming it,
-   and a node that kept an original node's name writes that node's output;
+   and a node that kept an original node's name writes that node's output, as does a tensor named after an
+   original node (a QDQ model's fused QLinearConv writes a tensor named after its Conv);
 2. each kernel covers the original nodes between its input tensors and its output tensors (walking back from
    the outputs); its time goes to the layer of the covered node of its own op type (a FusedConv to the Conv,
    not the Relu whose output it writes), else of the covered node with most MACs, else of the last one;
@@ -246,6 +247,10 @@ class _Attribution:
             for t in [*node.get("inputs", []), *node.get("outputs", [])]:
                 if t in self.tensors:
                     mapping[t] = t
+                elif t in self.named:
+                    # a kernel output named after an original node (the QLinearConv that replaces a QDQ model's
+                    # DequantizeLinear -> Conv -> QuantizeLinear is named after the Conv): that node's output
+                    mapping[t] = next((o for o in g.nodes[self.named[t]].output if o), t)
         layout = [i for i in order if self._is_layout(nodes[i])]
         changed = True
         while changed:  # a layout node carries one tensor: its two sides are the same original tensor

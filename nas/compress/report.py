@@ -51,13 +51,24 @@ def markdown(report: Mapping[str, Any]) -> str:
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(report)]
     lines += ["", summary_line(report)]
+    lines += [f"\nNote: {note}" for note in report.get("notes") or []]
     profile = report.get("profile") or {}
     for name in ("original", "final"):
         if isinstance(profile.get(name), Mapping):
             lines += ["", f"Per-layer profile of the {name} model ({profile[name]['plot']}): {profile[name]['findings']}"]
+    if isinstance(profile.get("quantize"), Mapping) and isinstance(profile.get("original"), Mapping):
+        lines += ["", "Where the int8 model that was not kept spent its time, against the original (microseconds "
+                  "per run by layer kind, profiled): " + kind_comparison(profile["original"], profile["quantize"])]
     if profile.get("skipped"):
         lines += ["", f"Per-layer profile: skipped ({profile['skipped']})."]
     return "\n".join(lines) + "\n"
+
+
+def kind_comparison(fp32: Mapping[str, Any], int8: Mapping[str, Any]) -> str:
+    """``kind a -> b us`` for every layer kind, largest increase first."""
+    a, b = fp32.get("kind_us") or {}, int8.get("kind_us") or {}
+    kinds = sorted(set(a) | set(b), key=lambda k: -(b.get(k, 0.0) - a.get(k, 0.0)))
+    return "; ".join(f"{k} {a.get(k, 0.0):.0f} -> {b.get(k, 0.0):.0f}" for k in kinds)
 
 
 def _device(target: Mapping[str, Any]) -> str:

@@ -204,7 +204,27 @@ def device_description() -> dict[str, Any]:
         "usable_cores": usable,
         "arch": platform.machine(),
         "os": f"{platform.system()} {platform.release()}",
+        "simd": simd_flags(),
     }
+
+
+#: CPU flags that change which kernels onnxruntime runs (x86: vector width and int8 dot products; ARM: dot
+#: product and int8 matrix instructions). Part of the device's identity: one CPU model name is sold with and
+#: without them, and int8 convolutions on AVX2 without VNNI are both slower and can saturate (see
+#: nas.compress.quantize.needs_reduced_range).
+SIMD_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm", "sve")
+
+
+def simd_flags() -> list[str]:
+    """The :data:`SIMD_FLAGS` this CPU reports in /proc/cpuinfo (empty where it cannot be read)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    present = set(value.split())
+                    return [flag for flag in SIMD_FLAGS if flag in present]
+    return []
 
 
 def onnxruntime_channel_block() -> int:
