@@ -580,12 +580,13 @@ def flops_vs_latency(res: Results) -> str:
 
 @renderer(pending_on="flops_vs_latency.json")
 def flops_vs_latency_summary(res: Results) -> str:
-    """The README's short form of :func:`flops_vs_latency`: the rank correlations per group and the answer."""
+    """The README's short form of :func:`flops_vs_latency`: the rank correlations over all spaces and over the
+    presets (each space's own row is in docs/spaces.md), and the answer."""
     d = res.load("flops_vs_latency.json")
     if d["args"]["quick"]:
         raise RenderError("experiments/results/flops_vs_latency.json is a --quick smoke test; run the full benchmark")
     rows = []
-    for name in d["groups"]:
+    for name in [g for g in d["groups"] if g in _FVL_GROUPS]:
         g = d["groups"][name]
         rho, inv = g["spearman"], g["inversions"]
         rows.append([_FVL_GROUPS.get(name, f"`{name}`"), str(g["n"])]
@@ -1194,6 +1195,45 @@ def compress_summary(res: Results) -> str:
     px = " / ".join(str(p) for p in sizes)
     text = table(["network", f"int8 alone at {px} px", f"default `[prune, distill, quantize]` at {px} px"], out)
     return text + "\n" + footer(res.source("compress.json"))
+
+
+_KINDS = ("conv", "depthwise", "pointwise", "linear", "elementwise", "pool", "data", "overhead")
+
+
+@renderer(pending_on="compress.json")
+def compress_int8_kinds(res: Results) -> str:
+    """Where int8 gains or loses time: profiled microseconds per layer kind, fp32 -> int8, for every network and
+    size (from the ``quantize`` rows' profiles of the original and of the int8 model, kept or not)."""
+    rows = [r for r in _compress_rows(res) if r["config"] == "quantize"]
+    missing = [f"{r['model']}-{r['resolution']}" for r in rows if not (r.get("kind_us") or {}).get("int8")]
+    if missing:
+        raise RenderError(f"experiments/results/compress.json: no int8 profile (kind_us) for {missing}; rerun "
+                          f"experiments/compress.py")
+    kinds = [k for k in _KINDS if any(k in r["kind_us"]["fp32"] or k in r["kind_us"]["int8"] for r in rows)]
+    out = []
+    for r in rows:
+        a, b = r["kind_us"]["fp32"], r["kind_us"]["int8"]
+        cells = []
+        for k in kinds:
+            x, y = a.get(k, 0.0), b.get(k, 0.0)
+            cells.append("—" if x == y == 0 else f"{x:.0f} → {y:.0f}" + (f" ({y / x:.1f}x)" if x >= 10 else ""))
+        total_a, total_b = sum(a.values()), sum(b.values())
+        out.append([r["model"], str(r["resolution"]), *cells, f"{total_a:.0f} → {total_b:.0f} ({total_b / total_a:.2f}x)"])
+    text = table(["network", "px", *kinds, "profiled run"], out)
+    return (text + "\n\nMicroseconds per run from `nas.profile` (onnxruntime's profiler, which adds a cost to "
+            "every kernel, so the totals exceed the measured latency), fp32 → int8. "
+            + _machine(res.load("compress.json")) + "\n" + footer(res.source("compress.json")))
+
+
+def _machine(d: Node) -> str:
+    """The CPU a benchmark ran on and its SIMD flags (int8 kernels differ with VNNI), where its run recorded them."""
+    run = d["run"]
+    if "simd" not in run:
+        return ""
+    flags = list(run["simd"])
+    vnni = any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    return (f"Machine: {run['cpu']}, SIMD flags {', '.join(flags) or 'none reported'} "
+            f"({'with' if vnni else 'without'} a VNNI int8 dot product).")
 
 
 @renderer(pending_on="compress.json")

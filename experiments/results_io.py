@@ -1,7 +1,8 @@
 """One writer for ``experiments/results/*.json``: every benchmark's result records how and when it was made.
 
 Each script calls :func:`write_results` with its payload; the file gets a ``run`` entry with the exact command
-line, the date, the 1-minute load average before and after (other work on the two cores slows every timing)
+line, the date, the 1-minute load average before and after (other work on the two cores slows every timing),
+the CPU and its SIMD flags (the machines these run on change between sessions: int8 speed-ups depend on VNNI)
 and the versions that matter, so the docs generator (``experiments/render_docs.py``) can quote the command
 and date beside every number it prints.
 """
@@ -37,12 +38,17 @@ def run_info(*, argv: list[str] | None = None, load_before: float | None = None)
         except metadata.PackageNotFoundError:
             continue
     load_after = os.getloadavg()[0]
+    from nas.hardware.measure import device_description
+
+    device = device_description()
     return {
         "command": " ".join(["python", shlex.quote(str(script)), *map(shlex.quote, argv[1:])]),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "load_average_1min": [round(load_before if load_before is not None else load_after, 2), round(load_after, 2)],
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
+        "cpu": device["cpu"],
+        "simd": device["simd"],
         "python": platform.python_version(),
         "versions": versions,
     }

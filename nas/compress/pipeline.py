@@ -205,7 +205,11 @@ def run_compression(original: Stage, steps: Sequence[CompressionStep], *, data, 
     final_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(current.onnx, final_path)
     final_stage = Stage("final", final_path, current.input_shape, model=current.model, precision=current.precision)
-    reference, final_latency = ctx.latency.together([original, final_stage])
+    if current is original:  # nothing kept: the shipped file is the original, one measurement (ratio exactly 1)
+        (reference,) = ctx.latency.together([original])
+        final_latency = reference
+    else:
+        reference, final_latency = ctx.latency.together([original, final_stage])
     original_entry = _with_latency(dict(original_facts), reference, reference, original_facts)
     final_entry = _with_latency({**current_facts, "name": "final", "path": COMPRESSED, "from_step": current.name},
                                 final_latency, reference, original_facts)

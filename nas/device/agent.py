@@ -81,14 +81,19 @@ def _runtime() -> tuple[str, list[str]]:
     return ort.__version__, list(ort.get_available_providers())
 
 
+def _query(query: str, options, endpoint: str) -> tuple[dict[str, str], tuple[int, int, int]]:
+    """The last value of each option of an ``endpoint`` query (unknown ones refused) and its input shape."""
+    params = urllib.parse.parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(params) - set(options))
+    if unknown:
+        raise ConfigError(f"unknown {endpoint} option(s) {unknown}; valid options: {list(options)}")
+    one = {k: v[-1] for k, v in params.items()}
+    return one, _query_shape(one, endpoint)
+
+
 def parse_measure_query(query: str, *, default_threads: int = 1) -> tuple[tuple[int, int, int], MeasureConfig, dict]:
     """Input shape, MeasureConfig and extra keyword arguments (reference_ms, seed) of a /measure query."""
-    params = urllib.parse.parse_qs(query, keep_blank_values=True)
-    unknown = sorted(set(params) - set(_OPTIONS))
-    if unknown:
-        raise ConfigError(f"unknown /measure option(s) {unknown}; valid options: {list(_OPTIONS)}")
-    one = {k: v[-1] for k, v in params.items()}
-    shape = _query_shape(one, "/measure")
+    one, shape = _query(query, _OPTIONS, "/measure")
     kwargs: dict[str, Any] = {"threads": default_threads}
     extra: dict[str, Any] = {}
     try:
@@ -130,12 +135,7 @@ def parse_profile_query(query: str, *, default_threads: int = 1) -> tuple[tuple[
                                                                           dict[str, int]]:
     """Input shape, MeasureConfig (threads, provider, warmup) and keyword arguments (runs, seed) of a /profile
     query. Everything is checked here, before the request waits for its turn."""
-    params = urllib.parse.parse_qs(query, keep_blank_values=True)
-    unknown = sorted(set(params) - set(_PROFILE_OPTIONS))
-    if unknown:
-        raise ConfigError(f"unknown /profile option(s) {unknown}; valid options: {list(_PROFILE_OPTIONS)}")
-    one = {k: v[-1] for k, v in params.items()}
-    shape = _query_shape(one, "/profile")
+    one, shape = _query(query, _PROFILE_OPTIONS, "/profile")
     kwargs: dict[str, Any] = {"threads": default_threads}
     extra: dict[str, int] = {}
     try:

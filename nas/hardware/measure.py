@@ -351,7 +351,8 @@ def _precision(model: Path | bytes, input_type: str) -> str:
     return _PRECISION_BY_INPUT.get(input_type, input_type)
 
 
-def _feed(session: Any, shape: tuple[int, ...], seed: int) -> dict[str, np.ndarray]:
+def input_feed(session: Any, shape: tuple[int, ...], seed: int) -> dict[str, np.ndarray]:
+    """A seeded random batch-1 input for ``session`` at ``shape`` (C, H, W), checked against the model's input."""
     model_input = session.get_inputs()[0]
     dtype = _NUMPY_BY_INPUT.get(model_input.type)
     if dtype is None:
@@ -435,7 +436,7 @@ def _reference_run(config: MeasureConfig, seed: int) -> Callable[[], Any]:
     from nas.hardware.reference import REFERENCE_INPUT_SHAPE, reference_model
 
     session = load_session(reference_model(), threads=config.threads, provider=config.provider)
-    feed = _feed(session, REFERENCE_INPUT_SHAPE, seed)
+    feed = input_feed(session, REFERENCE_INPUT_SHAPE, seed)
     return lambda: session.run(None, feed)
 
 
@@ -532,7 +533,7 @@ def measure_onnx_together(
     candidates, input_types = [], []
     for model, shape in zip(models, shapes):
         session = load_session(model, threads=config.threads, provider=config.provider)
-        feed = _feed(session, shape, seed)
+        feed = input_feed(session, shape, seed)
         input_types.append(session.get_inputs()[0].type)
         candidates.append(lambda session=session, feed=feed: session.run(None, feed))
     reference_run = _reference_run(config, seed) if config.reference else None

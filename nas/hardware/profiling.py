@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import ConfigError, ModelError
-from nas.hardware.measure import MeasureConfig, _feed, device_description, serial_measurement
+from nas.hardware.measure import MeasureConfig, input_feed, device_description, serial_measurement
 from nas.hardware.runtime import check_input_shape, load_session
 
 FORMAT = "hwnas.profile-raw/1"
@@ -232,7 +232,7 @@ def profile_onnx(
             # that is itself bad fails again here, with the message of load_session.
             session = load_session(model, **options, profile=folder)
             graph_source = "profiler events"
-        feed = _feed(session, shape, seed)  # checks the shape against the model's input before allocating
+        feed = input_feed(session, shape, seed)  # checks the shape against the model's input before allocating
         plain = load_session(model, **options)
         wall, plain_wall = [], []
         with serial_measurement():
