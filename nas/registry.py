@@ -1,4 +1,4 @@
-"""Name -> implementation registries for spaces, strategies, predictors and targets.
+"""Name -> implementation registries for spaces, strategies, predictors, targets, compression steps and engines.
 
 The registry names are the Hydra config group option names: ``+space=ofa`` composes ``conf/space/ofa.yaml``
 whose ``name: ofa`` is looked up in :data:`SPACES`. Implementations register with a decorator in the module
@@ -28,6 +28,8 @@ _BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
                   "predictors.kernels", "predictors.baselines", "predictors.transfer"),
     "target": ("nas.hardware.targets", "nas.hardware.arm_cpu", "nas.hardware.gpu"),
     "compression step": ("nas.compress.steps",),
+    "engine": ("nas.hardware.engines.onnxruntime", "nas.hardware.engines.openvino", "nas.hardware.engines.ncnn",
+               "nas.hardware.engines.mnn"),
 }
 
 
@@ -71,12 +73,15 @@ PREDICTORS: Registry = Registry("predictor")
 TARGETS: Registry = Registry("target")
 #: ``nas.compress`` steps (``steps=[prune,distill,quantize]``), by the name the config uses.
 STEPS: Registry = Registry("compression step")
+#: Inference engines (``target.runtime=openvino``), by the name the config uses.
+ENGINES: Registry = Registry("engine")
 
 register_space = SPACES.register
 register_strategy = STRATEGIES.register
 register_predictor = PREDICTORS.register
 register_target = TARGETS.register
 register_step = STEPS.register
+register_engine = ENGINES.register
 
 
 def list_spaces() -> list[str]:

@@ -4,10 +4,12 @@ Needs only the standard library, numpy and onnxruntime (``onnx`` is optional; it
 so it runs on a board without torch. Endpoints (JSON responses; errors are ``{"error", "kind", "status"}``):
 
 - ``GET /health``: ``ok``, ``device`` (:func:`~nas.hardware.measure.device_description`), ``runtime``,
-  ``onnxruntime``, ``agent_version``, ``providers`` (available execution providers), ``threads`` (default),
+  ``onnxruntime``, ``agent_version``, ``providers`` (available execution providers), ``engines`` (the inference
+  engines installed here, name -> version: ``engine=`` picks one per request), ``threads`` (default),
   ``max_model_mb``, ``max_input_mb``.
 - ``POST /measure?input_shape=C,H,W[&threads=..&warmup=..&min_repeats=..&max_repeats=..&max_seconds=..
-  &stable_ci=..|none&provider=..&outlier_k=..&reference=0|1&reference_block=..&reference_ms=..&seed=..]`` with the ONNX model
+  &stable_ci=..|none&provider=..&outlier_k=..&reference=0|1&reference_block=..&reference_ms=..&seed=..
+  &engine=..]`` with the ONNX model
   bytes as the body: the :meth:`~nas.hardware.measure.Measurement.to_dict` of its measurement. Options not
   given take :class:`~nas.hardware.measure.MeasureConfig` defaults, except ``threads`` (the agent's
   ``--threads``).
@@ -60,7 +62,7 @@ _CHUNK = 1 << 20
 _INT_OPTIONS = ("threads", "warmup", "min_repeats", "max_repeats", "reference_block")
 _FLOAT_OPTIONS = ("max_seconds", "outlier_k")
 _OPTIONS = (*_INT_OPTIONS, *_FLOAT_OPTIONS, "stable_ci", "provider", "reference", "reference_ms", "seed",
-            "input_shape")
+            "input_shape", "engine")
 _PROFILE_OPTIONS = ("input_shape", "runs", "threads", "provider", "warmup", "seed")
 _ENDPOINTS = "GET /health, POST /measure or POST /profile"
 
@@ -107,6 +109,11 @@ def parse_measure_query(query: str, *, default_threads: int = 1) -> tuple[tuple[
             kwargs["stable_ci"] = None if one["stable_ci"].lower() in ("", "none", "null") else float(one["stable_ci"])
         if "provider" in one:
             kwargs["provider"] = one["provider"]
+        if "engine" in one:
+            kwargs["engine"] = one["engine"]
+            from nas.hardware.engines import get_engine
+
+            get_engine(one["engine"]).require()  # an engine this board lacks: 400 now, not after the queue
         if "reference" in one:
             if one["reference"].lower() not in ("0", "1", "true", "false"):
                 raise ValueError(f"reference must be 0 or 1, got {one['reference']!r}")
@@ -172,6 +179,9 @@ class AgentServer(ThreadingHTTPServer):
         self.pending_lock = threading.Lock()
         self.version, self.providers = _runtime()
         self.device = device_description()
+        from nas.hardware.engines import installed_engines
+
+        self.engines = installed_engines()
 
     @property
     def url(self) -> str:
@@ -226,6 +236,7 @@ class AgentHandler(BaseHTTPRequestHandler):
         self._json(HTTPStatus.OK, {
             "ok": True, "agent_version": AGENT_VERSION, "device": server.device,
             "runtime": f"onnxruntime {server.version}", "onnxruntime": server.version, "providers": server.providers,
+            "engines": server.engines,
             "threads": server.default_threads, "max_model_mb": server.max_model_bytes / 2**20,
             "max_input_mb": server.max_input_bytes / 2**20,
         })

@@ -118,7 +118,9 @@ class AgentClient:
         shape = check_input_shape(input_shape)
         query: dict[str, Any] = {
             "input_shape": ",".join(map(str, shape)),
-            **{k: v for k, v in config.to_dict().items() if k not in ("stable_ci", "reference")},
+            # the engine only when it is not the default, so agents older than engines keep working
+            **{k: v for k, v in config.to_dict().items() if k not in ("stable_ci", "reference", "engine")},
+            **({"engine": config.engine} if config.engine != "onnxruntime" else {}),
             "stable_ci": "none" if config.stable_ci is None else config.stable_ci,
             "reference": int(config.reference),
             "seed": seed,

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from nas.errors import ConfigError, DataError
-from nas.hardware.runtime import check_input_shape, check_model_input, load_session
+from nas.hardware.runtime import check_input_shape, check_model_input
 
 # 1.4826 * MAD estimates the standard deviation of normally distributed samples.
 _MAD_TO_SIGMA = 1.4826
@@ -94,6 +94,7 @@ class MeasureConfig:
     stable_ci: float | None = 0.01
     reference: bool = False
     reference_block: int = 10
+    engine: str = "onnxruntime"
 
     def __post_init__(self) -> None:
         _positive_int("threads", self.threads)
@@ -120,6 +121,9 @@ class MeasureConfig:
             raise ConfigError(
                 f"measurement provider must be an onnxruntime execution provider name, got {self.provider!r}"
             )
+        if not isinstance(self.engine, str) or not self.engine:
+            raise ConfigError(f"measurement engine must be an engine name such as onnxruntime or openvino (python "
+                              f"-m nas.hardware.engines list), got {self.engine!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -426,18 +430,27 @@ def _block_ratios(reference: Sequence[float], candidate: Sequence[float], block:
     return out
 
 
-def _reference_key(config: MeasureConfig) -> tuple[str, int, str]:
+def _reference_key(config: MeasureConfig) -> tuple[str, str, int, str]:
     from nas.hardware.reference import reference_sha256
 
-    return (config.provider, config.threads, reference_sha256())
+    return (config.engine, config.provider, config.threads, reference_sha256())
+
+
+def _engine(config: MeasureConfig):
+    """The installed engine ``config`` names (:class:`ConfigError` with the install command otherwise)."""
+    from nas.hardware.engines import get_engine
+
+    engine = get_engine(config.engine)
+    engine.require()
+    return engine
 
 
 def _reference_run(config: MeasureConfig, seed: int) -> Callable[[], Any]:
+    """One run of the reference model on the engine the candidates run on: drift is corrected per engine."""
     from nas.hardware.reference import REFERENCE_INPUT_SHAPE, reference_model
 
-    session = load_session(reference_model(), threads=config.threads, provider=config.provider)
-    feed = input_feed(session, REFERENCE_INPUT_SHAPE, seed)
-    return lambda: session.run(None, feed)
+    return _engine(config).load(reference_model(), REFERENCE_INPUT_SHAPE, threads=config.threads, seed=seed,
+                                provider=config.provider).run
 
 
 def _baseline_locked(run: Callable[[], Any], config: MeasureConfig, clock: Callable[[], float]) -> float:
@@ -528,14 +541,12 @@ def measure_onnx_together(
     shapes = [check_input_shape(shape) for shape in input_shapes]
     if reference_ms is not None:
         reference_ms = _check_reference_ms(reference_ms)
-    import onnxruntime as ort
-
+    engine = _engine(config)
     candidates, input_types = [], []
     for model, shape in zip(models, shapes):
-        session = load_session(model, threads=config.threads, provider=config.provider)
-        feed = input_feed(session, shape, seed)
-        input_types.append(session.get_inputs()[0].type)
-        candidates.append(lambda session=session, feed=feed: session.run(None, feed))
+        loaded = engine.load(model, shape, threads=config.threads, seed=seed, provider=config.provider)
+        input_types.append(loaded.input_type)
+        candidates.append(loaded.run)
     reference_run = _reference_run(config, seed) if config.reference else None
     with serial_measurement():
         if reference_run is None:
@@ -546,7 +557,7 @@ def measure_onnx_together(
                 reference_ms = _BASELINES.get(_reference_key(config)) or _baseline_locked(reference_run, config, clock)
             (ref_durations, *per_model), reason = _timed_runs([reference_run, *candidates], config, clock)
     common = {"stop_reason": reason, "threads": config.threads, "provider": config.provider,
-              "runtime": f"onnxruntime {ort.__version__}", "device": device_description(), "batch": 1}
+              "runtime": engine.runtime(), "device": device_description(), "batch": 1}
     return [
         _measurement(durations, ref_durations, config, reference_ms, common, shape=shape,
                      precision=_precision(model if isinstance(model, bytes) else Path(model), input_type))

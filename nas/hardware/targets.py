@@ -122,6 +122,10 @@ class Target(abc.ABC):
             path = export_onnx(model, shape, Path(tmp) / f"{name}.onnx")
             return self.measure_onnx_file(path, shape)
 
+    def check_parity(self, path: Path, model: nn.Module, input_shape: Sequence[int]) -> None:
+        """Check that the target's engine computes what ``model`` computes before ``path`` is measured
+        (:class:`ModelError` if not); by default nothing to check (onnxruntime parity is the export's)."""
+
     def measure(self, space: SearchSpace, arch: Mapping[str, Value], *, remeasure: bool = False) -> Measurement:
         """Latency of ``arch``: from the store if measured before (unless ``remeasure``), else build, export,
         measure (weights do not affect latency) and store it at once."""
@@ -160,8 +164,11 @@ class Target(abc.ABC):
         shapes = [check_input_shape(space.input_shape(arch)) for arch in archs]
         with tempfile.TemporaryDirectory(prefix="hwnas-export-") as tmp:
             folder = self.workdir if self.workdir is not None else Path(tmp)
-            paths = [export_onnx(space.build(arch), shape, folder / f"{space.store_id(arch)}.onnx")
-                     for arch, shape in zip(archs, shapes)]
+            models = [space.build(arch) for arch in archs]
+            paths = [export_onnx(model, shape, folder / f"{space.store_id(arch)}.onnx")
+                     for model, arch, shape in zip(models, archs, shapes)]
+            for path, model, shape in zip(paths, models, shapes):
+                self.check_parity(path, model, shape)
             measurements = self.measure_onnx_files(paths, shapes)
         self.measured_count += len(archs)
         for arch, shape, measurement in zip(archs, shapes, measurements):
@@ -215,10 +222,16 @@ class LocalCPUTarget(Target):
         agent: str | None = None,
         token: str | None = None,
         agent_timeout: float = 600.0,
+        runtime: str = "onnxruntime",
         workdir: Path | None = None,
         store: MeasurementStore | str | Path | None = None,
     ) -> None:
         super().__init__(workdir=workdir, store=store)
+        from nas.hardware.engines import get_engine
+
+        self.engine = get_engine(runtime)  # an unknown name fails here, naming the engines
+        if agent is None:
+            self.engine.require()  # measured here: installed here (with an agent the board says, in health())
         self.measure_config = MeasureConfig(
             threads=threads,
             warmup=warmup,
@@ -229,6 +242,7 @@ class LocalCPUTarget(Target):
             reference=reference,
             provider=provider,
             outlier_k=outlier_k,
+            engine=self.engine.name,
         )
         self.agent_url = agent or None
         self.client = None
@@ -238,6 +252,7 @@ class LocalCPUTarget(Target):
             self.client = AgentClient(self.agent_url, token=token, timeout=agent_timeout)
         self._health: dict[str, Any] | None = None
         self._baseline_ms: float | None = None
+        self._parity_checked: set[str] = set()
 
     def channel_multiple(self) -> int:
         # Measured on this machine's onnxruntime CPU kernels; a board behind an agent, or another provider, is not
@@ -254,15 +269,25 @@ class LocalCPUTarget(Target):
         return self.measure_config
 
     def health(self) -> dict[str, Any]:
-        """Where measurements run: the agent's /health answer (asked once), or this machine's equivalent."""
+        """Where measurements run: the agent's /health answer (asked once), or this machine's equivalent; the
+        engine ``runtime`` names must be installed there (:class:`ConfigError` with the install command)."""
         if self._health is None:
             if self.client is not None:
-                self._health = self.client.health()
+                health = self.client.health()
             else:
                 import onnxruntime as ort
 
-                self._health = {"device": device_description(), "runtime": f"onnxruntime {ort.__version__}",
-                                "providers": list(ort.get_available_providers())}
+                from nas.hardware.engines import installed_engines
+
+                health = {"device": device_description(), "runtime": f"onnxruntime {ort.__version__}",
+                          "providers": list(ort.get_available_providers()), "engines": installed_engines()}
+            engines = health.get("engines") or {"onnxruntime": str(health.get("runtime", "")).split(" ")[-1]}
+            if self.engine.name not in engines:
+                where = f"the device agent at {self.agent_url}" if self.client is not None else "this machine"
+                raise ConfigError(f"target.runtime={self.engine.name}: {where} has no {self.engine.name} (installed: "
+                                  f"{', '.join(sorted(engines)) or 'none'}); install it there with "
+                                  f"{self.engine.install_hint()}")
+            self._health = {**health, "engine": f"{self.engine.name} {engines[self.engine.name]}"}
         return self._health
 
     def describe(self) -> dict[str, Any]:
@@ -271,7 +296,7 @@ class LocalCPUTarget(Target):
             "target": self.name,
             "latency_source": self.latency_source,
             "device": health["device"],
-            "runtime": health["runtime"],
+            "runtime": health["engine"],
             "agent": self.agent_url,
             "measure": self.measure_config.to_dict(),
         }
@@ -279,7 +304,7 @@ class LocalCPUTarget(Target):
     def identity(self) -> dict[str, Any]:
         # Only what changes latencies: not the repeat counts or time limits of the protocol.
         health = self.health()
-        return {"target": self.name, "device": health["device"], "runtime": health["runtime"],
+        return {"target": self.name, "device": health["device"], "runtime": health["engine"],
                 "provider": self.measure_config.provider, "threads": self.measure_config.threads}
 
     def conditions(self, input_shape: Sequence[int]) -> dict[str, Any]:
@@ -320,6 +345,31 @@ class LocalCPUTarget(Target):
                         reference_ms: float | None) -> Measurement:
         """Time ``path`` in this process (the agent-less path); override for a different local runtime."""
         return measure_onnx(Path(path), input_shape, self.measure_config, reference_ms=reference_ms)
+
+    def measure_model(self, model: nn.Module, input_shape: tuple[int, int, int], *, name: str = "model"
+                      ) -> Measurement:
+        """Export, check parity on the engine (first measurement of this file on an engine other than
+        onnxruntime, whose parity the export already checks), then measure."""
+        shape = check_input_shape(input_shape)
+        with tempfile.TemporaryDirectory(prefix="hwnas-export-") as tmp:
+            folder = self.workdir if self.workdir is not None else Path(tmp)
+            path = export_onnx(model, shape, folder / f"{name}.onnx")
+            self.check_parity(path, model, shape)
+            return self.measure_onnx_file(path, shape)
+
+    def check_parity(self, path: Path, model: nn.Module, input_shape: Sequence[int]) -> None:
+        """:func:`nas.hardware.engines.parity.check_parity` once per file content, when the engine runs here."""
+        if self.client is not None or self.engine.name == "onnxruntime":
+            return
+        import hashlib
+
+        key = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        if key in self._parity_checked:
+            return
+        from nas.hardware.engines.parity import check_parity
+
+        check_parity(self.engine, Path(path), model, input_shape, threads=self.measure_config.threads)
+        self._parity_checked.add(key)
 
     def measure_onnx_file(self, path: Path, input_shape: Sequence[int]) -> Measurement:
         shape = check_input_shape(input_shape)
