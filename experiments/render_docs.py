@@ -1194,10 +1194,17 @@ def compress_summary(res: Results) -> str:
         out.append([model, cells["quantize"], cells["default"]])
     px = " / ".join(str(p) for p in sizes)
     text = table(["network", f"int8 alone at {px} px", f"default `[prune, distill, quantize]` at {px} px"], out)
+    d = res.load("compress.json")
+    if d.get("partial"):
+        text += (f"\n\n{len(d['rows'])} of {d['planned']} configurations have run; a dash marks one that has not "
+                 f"(every row: the benchmark section of the compression docs).")
     return text + "\n" + footer(res.source("compress.json"))
 
 
-_KINDS = ("conv", "depthwise", "pointwise", "linear", "elementwise", "pool", "data", "overhead")
+#: Column -> the profile's layer kinds summed in it. Element-wise and layout ("data") layers share a column: in a
+#: QDQ model a reshape or transpose carries Quantize/DequantizeLinear nodes and is profiled as element-wise.
+_KINDS = {"conv": ("conv",), "depthwise": ("depthwise",), "pointwise": ("pointwise",), "linear": ("linear",),
+          "element-wise and layout": ("elementwise", "data"), "pool": ("pool",), "overhead": ("overhead",)}
 
 
 @renderer(pending_on="compress.json")
@@ -1209,17 +1216,21 @@ def compress_int8_kinds(res: Results) -> str:
     if missing:
         raise RenderError(f"experiments/results/compress.json: no int8 profile (kind_us) for {missing}; rerun "
                           f"experiments/compress.py")
-    kinds = [k for k in _KINDS if any(k in r["kind_us"]["fp32"] or k in r["kind_us"]["int8"] for r in rows)]
+    def grouped(times: Node) -> dict[str, float]:
+        return {column: sum(float(times.get(kind, 0.0)) for kind in kinds) for column, kinds in _KINDS.items()}
+
     out = []
+    columns = [c for c in _KINDS if any(grouped(r["kind_us"]["fp32"])[c] or grouped(r["kind_us"]["int8"])[c]
+                                        for r in rows)]
     for r in rows:
-        a, b = r["kind_us"]["fp32"], r["kind_us"]["int8"]
+        a, b = grouped(r["kind_us"]["fp32"]), grouped(r["kind_us"]["int8"])
         cells = []
-        for k in kinds:
+        for k in columns:
             x, y = a.get(k, 0.0), b.get(k, 0.0)
             cells.append("—" if x == y == 0 else f"{x:.0f} → {y:.0f}" + (f" ({y / x:.1f}x)" if x >= 10 else ""))
         total_a, total_b = sum(a.values()), sum(b.values())
         out.append([r["model"], str(r["resolution"]), *cells, f"{total_a:.0f} → {total_b:.0f} ({total_b / total_a:.2f}x)"])
-    text = table(["network", "px", *kinds, "profiled run"], out)
+    text = table(["network", "px", *columns, "profiled run"], out)
     return (text + "\n\nMicroseconds per run from `nas.profile` (onnxruntime's profiler, which adds a cost to "
             "every kernel, so the totals exceed the measured latency), fp32 → int8. "
             + _machine(res.load("compress.json")) + "\n" + footer(res.source("compress.json")))

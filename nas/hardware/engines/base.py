@@ -47,6 +47,9 @@ class Engine(abc.ABC):
     name: ClassVar[str] = ""
     #: The Python package whose presence means the engine is installed (import name).
     package: ClassVar[str] = ""
+    #: The pip distribution whose version is the engine's (read from its metadata: no import, since some
+    #: engines print to stdout or take seconds when imported).
+    distribution: ClassVar[str] = ""
     #: The pip extra that installs it (None: a core dependency).
     extra: ClassVar[str | None] = None
     #: Largest max |engine - PyTorch| / max |PyTorch| accepted by the parity check.
@@ -70,9 +73,17 @@ class Engine(abc.ABC):
             raise ConfigError(f"inference engine {cls.name!r} is not installed here (no Python package "
                               f"{cls.package!r}); install it with {cls.install_hint()}")
 
-    @abc.abstractmethod
     def version(self) -> str:
-        """The engine's version string (part of the measurement key)."""
+        """The engine's version string (part of the measurement key), from its distribution's metadata."""
+        from importlib import metadata
+
+        self.require()
+        try:
+            return metadata.version(self.distribution or self.package)
+        except metadata.PackageNotFoundError:
+            raise ConfigError(f"inference engine {self.name!r}: the package {self.package!r} imports but its "
+                              f"distribution {self.distribution or self.package!r} has no metadata; reinstall it "
+                              f"with {self.install_hint()}") from None
 
     @abc.abstractmethod
     def load(self, model: Path | bytes, input_shape: Sequence[int], *, threads: int, seed: int = 0,

@@ -13,6 +13,8 @@ fp16 kernels on ARM). Converted files are cached under ``$HWNAS_CACHE/engines/mn
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -26,22 +28,39 @@ from nas.hardware.engines.ncnn import cache_root
 from nas.registry import register_engine
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """MNN's import prints the CPU's features to stdout from C; commands keep stdout for their results."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _import_mnn():
+    with _stdout_to_stderr():
+        import MNN
+
+    return MNN
+
+
 @register_engine("mnn")
 class MNNEngine(Engine):
     name = "mnn"
     package = "MNN"
     extra = "mnn"
+    distribution = "MNN"
     tolerance = 1e-4
-
-    def version(self) -> str:
-        self.require()
-        import MNN
-
-        return str(MNN.version())
 
     def convert(self, model: Path | bytes) -> Path:
         """The ``.mnn`` file of ``model``, converted once and cached."""
         self.require()
+        _import_mnn()
         import _tools  # the converter's extension module; MNN.tools wraps it with an installer and an uploader
 
         folder = cache_root() / "mnn" / f"{content_id(model)}-{self.version()}"
@@ -52,8 +71,9 @@ class MNNEngine(Engine):
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         (work / "model.onnx").write_bytes(model_bytes(model))
-        ok = _tools.mnnconvert(["mnnconvert", "-f", "ONNX", "--modelFile", str(work / "model.onnx"),
-                                "--MNNModel", str(work / "model.mnn"), "--bizCode", "hwnas"])
+        with _stdout_to_stderr():  # the converter's progress messages
+            ok = _tools.mnnconvert(["mnnconvert", "-f", "ONNX", "--modelFile", str(work / "model.onnx"),
+                                    "--MNNModel", str(work / "model.mnn"), "--bizCode", "hwnas"])
         if "MNN.tools" in sys.modules:  # the guard the module docstring explains
             raise RuntimeError("MNN.tools was imported during conversion; it installs packages and uploads data")
         if not ok or not (work / "model.mnn").is_file():
@@ -64,9 +84,8 @@ class MNNEngine(Engine):
 
     def load(self, model: Path | bytes, input_shape: Sequence[int], *, threads: int, seed: int = 0,
              provider: str | None = None) -> Loaded:
-        import MNN
-
         path = self.convert(model)
+        MNN = _import_mnn()
         runtime = MNN.nn.create_runtime_manager(({"backend": "CPU", "numThread": int(threads),
                                                   "precision": "high"},))
         try:

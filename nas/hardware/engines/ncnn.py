@@ -33,6 +33,7 @@ class NcnnEngine(Engine):
     name = "ncnn"
     package = "ncnn"
     extra = "ncnn"
+    distribution = "ncnn"
     tolerance = 1e-3
 
     @classmethod
@@ -48,12 +49,6 @@ class NcnnEngine(Engine):
         if not cls.installed():
             raise ConfigError(f"inference engine 'ncnn' is not installed here (it needs the Python packages ncnn "
                               f"and pnnx, the converter); install them with {cls.install_hint()}")
-
-    def version(self) -> str:
-        self.require()
-        import ncnn
-
-        return str(getattr(ncnn, "__version__", "unknown"))
 
     def convert(self, model: Path | bytes, input_shape: Sequence[int]) -> tuple[Path, Path]:
         """The ncnn ``.param`` and ``.bin`` of ``model`` at ``input_shape``, converted once and cached."""

@@ -23,13 +23,8 @@ class OpenVINOEngine(Engine):
     name = "openvino"
     package = "openvino"
     extra = "openvino"
+    distribution = "openvino"
     tolerance = 1e-4
-
-    def version(self) -> str:
-        self.require()
-        import openvino as ov
-
-        return str(ov.get_version()).split("-")[0]
 
     def load(self, model: Path | bytes, input_shape: Sequence[int], *, threads: int, seed: int = 0,
              provider: str | None = None) -> Loaded:
