@@ -113,13 +113,12 @@ class Target(abc.ABC):
     def measure_model(
         self, model: nn.Module, input_shape: tuple[int, int, int], *, name: str = "model"
     ) -> Measurement:
-        """Export ``model`` (batch 1, eval mode) to ONNX and measure it."""
+        """Export ``model`` (batch 1, eval mode) to ONNX, check it on the target's engine, and measure it."""
         shape = check_input_shape(input_shape)
-        if self.workdir is not None:
-            path = export_onnx(model, shape, self.workdir / f"{name}.onnx")
-            return self.measure_onnx_file(path, shape)
         with tempfile.TemporaryDirectory(prefix="hwnas-export-") as tmp:
-            path = export_onnx(model, shape, Path(tmp) / f"{name}.onnx")
+            folder = self.workdir if self.workdir is not None else Path(tmp)
+            path = export_onnx(model, shape, folder / f"{name}.onnx")
+            self.check_parity(path, model, shape)
             return self.measure_onnx_file(path, shape)
 
     def check_parity(self, path: Path, model: nn.Module, input_shape: Sequence[int]) -> None:
@@ -346,24 +345,14 @@ class LocalCPUTarget(Target):
         """Time ``path`` in this process (the agent-less path); override for a different local runtime."""
         return measure_onnx(Path(path), input_shape, self.measure_config, reference_ms=reference_ms)
 
-    def measure_model(self, model: nn.Module, input_shape: tuple[int, int, int], *, name: str = "model"
-                      ) -> Measurement:
-        """Export, check parity on the engine (first measurement of this file on an engine other than
-        onnxruntime, whose parity the export already checks), then measure."""
-        shape = check_input_shape(input_shape)
-        with tempfile.TemporaryDirectory(prefix="hwnas-export-") as tmp:
-            folder = self.workdir if self.workdir is not None else Path(tmp)
-            path = export_onnx(model, shape, folder / f"{name}.onnx")
-            self.check_parity(path, model, shape)
-            return self.measure_onnx_file(path, shape)
-
     def check_parity(self, path: Path, model: nn.Module, input_shape: Sequence[int]) -> None:
-        """:func:`nas.hardware.engines.parity.check_parity` once per file content, when the engine runs here."""
+        """:func:`nas.hardware.engines.parity.check_parity` once per file content, when the engine runs here
+        (onnxruntime's parity is the export's own check)."""
         if self.client is not None or self.engine.name == "onnxruntime":
             return
-        import hashlib
+        from nas.hardware.engines.base import content_id
 
-        key = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        key = content_id(Path(path))
         if key in self._parity_checked:
             return
         from nas.hardware.engines.parity import check_parity

@@ -47,6 +47,8 @@ class Engine(abc.ABC):
     name: ClassVar[str] = ""
     #: The Python package whose presence means the engine is installed (import name).
     package: ClassVar[str] = ""
+    #: Other packages it needs (a converter), checked with it.
+    also_needs: ClassVar[tuple[str, ...]] = ()
     #: The pip distribution whose version is the engine's (read from its metadata: no import, since some
     #: engines print to stdout or take seconds when imported).
     distribution: ClassVar[str] = ""
@@ -59,8 +61,8 @@ class Engine(abc.ABC):
 
     @classmethod
     def installed(cls) -> bool:
-        """Whether the engine's package can be imported here (without importing it)."""
-        return importlib.util.find_spec(cls.package) is not None
+        """Whether the engine's packages can be imported here (without importing them)."""
+        return all(importlib.util.find_spec(p) is not None for p in (cls.package, *cls.also_needs))
 
     @classmethod
     def install_hint(cls) -> str:
@@ -70,8 +72,9 @@ class Engine(abc.ABC):
     def require(cls) -> None:
         """:class:`ConfigError` with the install command unless the engine is installed."""
         if not cls.installed():
+            missing = [p for p in (cls.package, *cls.also_needs) if importlib.util.find_spec(p) is None]
             raise ConfigError(f"inference engine {cls.name!r} is not installed here (no Python package "
-                              f"{cls.package!r}); install it with {cls.install_hint()}")
+                              f"{', '.join(map(repr, missing))}); install it with {cls.install_hint()}")
 
     def version(self) -> str:
         """The engine's version string (part of the measurement key), from its distribution's metadata."""
@@ -108,6 +111,13 @@ def seeded_input(input_shape: Sequence[int], seed: int) -> np.ndarray:
 
 def model_bytes(model: Path | bytes) -> bytes:
     return bytes(model) if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
+
+
+def conversion_dir(engine: str, key: str) -> Path:
+    """Where ``engine``'s converted model for ``key`` is cached: ``<cache_dir>/engines/<engine>/<key>``."""
+    from nas.hardware.store import default_cache_dir
+
+    return default_cache_dir() / "engines" / engine / key
 
 
 def content_id(model: Path | bytes) -> str:

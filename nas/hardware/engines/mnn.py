@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from nas.errors import ModelError
-from nas.hardware.engines.base import Engine, Loaded, content_id, model_bytes, seeded_input
-from nas.hardware.engines.ncnn import cache_root
+from nas.hardware.engines.base import Engine, Loaded, content_id, conversion_dir, model_bytes, seeded_input
 from nas.registry import register_engine
 
 
@@ -63,7 +62,7 @@ class MNNEngine(Engine):
         _import_mnn()
         import _tools  # the converter's extension module; MNN.tools wraps it with an installer and an uploader
 
-        folder = cache_root() / "mnn" / f"{content_id(model)}-{self.version()}"
+        folder = conversion_dir("mnn", f"{content_id(model)}-{self.version()}")
         target = folder / "model.mnn"
         if target.is_file():
             return target

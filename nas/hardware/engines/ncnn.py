@@ -11,7 +11,6 @@ from PyTorch by up to about 1e-4, so the parity tolerance is looser than onnxrun
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -20,12 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from nas.errors import ModelError
-from nas.hardware.engines.base import Engine, Loaded, content_id, model_bytes, seeded_input
+from nas.hardware.engines.base import Engine, Loaded, content_id, conversion_dir, model_bytes, seeded_input
 from nas.registry import register_engine
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("HWNAS_CACHE", Path.home() / ".cache" / "hwnas")).expanduser() / "engines"
 
 
 @register_engine("ncnn")
@@ -33,29 +28,16 @@ class NcnnEngine(Engine):
     name = "ncnn"
     package = "ncnn"
     extra = "ncnn"
+    also_needs = ("pnnx",)  # the converter
     distribution = "ncnn"
     tolerance = 1e-3
-
-    @classmethod
-    def installed(cls) -> bool:
-        import importlib.util
-
-        return importlib.util.find_spec("ncnn") is not None and importlib.util.find_spec("pnnx") is not None
-
-    @classmethod
-    def require(cls) -> None:
-        from nas.errors import ConfigError
-
-        if not cls.installed():
-            raise ConfigError(f"inference engine 'ncnn' is not installed here (it needs the Python packages ncnn "
-                              f"and pnnx, the converter); install them with {cls.install_hint()}")
 
     def convert(self, model: Path | bytes, input_shape: Sequence[int]) -> tuple[Path, Path]:
         """The ncnn ``.param`` and ``.bin`` of ``model`` at ``input_shape``, converted once and cached."""
         import pnnx
 
         shape = [int(v) for v in input_shape]
-        folder = cache_root() / "ncnn" / f"{content_id(model)}-{'x'.join(map(str, shape))}-{self.version()}"
+        folder = conversion_dir("ncnn", f"{content_id(model)}-{'x'.join(map(str, shape))}-{self.version()}")
         param, weights = folder / "model.ncnn.param", folder / "model.ncnn.bin"
         if param.is_file() and weights.is_file():
             return param, weights
