@@ -77,8 +77,7 @@ def needs_reduced_range(device: dict[str, Any] | None) -> bool:
     per-channel weights and none with 7-bit ones. A device that does not say its flags (an older agent) is
     treated as lacking VNNI: a seventh bit less costs little accuracy, saturation costs a lot."""
     device = device or {}
-    arch = str(device.get("arch") or "").lower()
-    if arch not in ("x86_64", "amd64", "i386", "i686", "x86"):
+    if not _is_x86(device):
         return False
     flags = device.get("simd")
     return not (isinstance(flags, list) and {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
@@ -86,8 +85,11 @@ def needs_reduced_range(device: dict[str, Any] | None) -> bool:
 
 def preferred_activations(device: dict[str, Any] | None) -> str:
     """The activation type a CPU's int8 kernels prefer: ``uint8`` on x86, ``int8`` on ARM (and elsewhere)."""
-    arch = str((device or {}).get("arch") or "").lower()
-    return "uint8" if arch in ("x86_64", "amd64", "i386", "i686", "x86") else "int8"
+    return "uint8" if _is_x86(device or {}) else "int8"
+
+
+def _is_x86(device: dict[str, Any]) -> bool:
+    return str(device.get("arch") or "").lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 
 
 def calibration_images(X, input_shape: Sequence[int], count: int, *, seed: int = 0) -> np.ndarray:

@@ -240,13 +240,7 @@ def onnxruntime_channel_block() -> int:
     for want of a measurement that says otherwise."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return 8
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                key, _, value = line.partition(":")
-                if key.strip() == "flags":
-                    return 16 if "avx512f" in value.split() else 8
-    return 8
+    return 16 if "avx512f" in simd_flags() else 8
 
 
 @contextlib.contextmanager
